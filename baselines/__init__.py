@@ -1,0 +1,1 @@
+"""Baseline translation methods: original, CycleGAN, CUT/FastCUT, Gatys."""

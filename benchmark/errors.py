@@ -1,0 +1,15 @@
+"""One exception type for every error a user can cause.
+
+The CLI prints these without a traceback and exits non-zero; everything else is a bug and
+keeps its traceback. Messages say what went wrong, where (file, folder, key) and what to do.
+"""
+
+from __future__ import annotations
+
+
+class ArtshiftError(Exception):
+    """A problem the user can fix: bad input, missing data or weights, unknown names."""
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  -> {hint}")

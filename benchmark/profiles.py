@@ -1,0 +1,85 @@
+"""Named compute budgets and ``--set key=value`` overrides of a method's config dataclass.
+
+A method's ``default_config(profile)`` returns its dataclass for one of these profiles;
+overrides are parsed against the dataclass field types so ``--set lr=1e-4`` is a float and a
+misspelt key is an error naming the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from typing import Any
+
+from benchmark.errors import ArtshiftError
+
+PROFILES = {
+    "ci": "seconds per run on a CPU: tiny images and networks, for tests and the CI leaderboard",
+    "smoke": "minutes on a 2-core CPU: 64 px training, small networks, a few thousand iterations",
+    "quick": "about an hour on one GPU: full-size networks, a shortened schedule",
+    "paper": "the published schedule (200 epochs at 256 px): a multi-day GPU job",
+}
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        close = difflib.get_close_matches(profile, PROFILES, n=1)
+        raise ArtshiftError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})",
+                            hint=f"did you mean {close[0]!r}?" if close else None)
+    return profile
+
+
+def parse_overrides(items: typing.Sequence[str]) -> dict[str, str]:
+    """``["lr=1e-4", "n_blocks=6"]`` -> ``{"lr": "1e-4", "n_blocks": "6"}`` (values still text)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArtshiftError(f"bad --set {item!r}", hint="write overrides as key=value, e.g. --set lr=1e-4")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(text: str, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        if text.lower() in ("none", "null"):
+            return None
+        kind = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (int, float, str):
+            return kind(text)
+        if origin in (tuple, list):
+            parts = [p for p in text.replace(";", ",").split(",") if p.strip()] if text else []
+            inner = args[0] if args else str
+            return tuple(_coerce(p.strip(), inner, key) for p in parts)
+        return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        raise ArtshiftError(f"--set {key}={text!r}: cannot read this as {getattr(kind, '__name__', kind)}") from None
+
+
+def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
+    """Return a copy of the config dataclass with the (text) overrides applied."""
+    if not overrides:
+        return config
+    hints = typing.get_type_hints(type(config))
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key, text in overrides.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ArtshiftError(
+                f"--set {key}: {type(config).__name__} has no such setting",
+                hint=(f"did you mean {close[0]!r}? " if close else "") + f"settings: {', '.join(sorted(fields))}")
+        changes[key] = _coerce(text, hints[key], key)
+    return dataclasses.replace(config, **changes)

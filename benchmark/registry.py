@@ -1,0 +1,93 @@
+"""The one registry of methods, feature extractors and metrics.
+
+Entries are registered lazily as ``"module:attribute"`` strings with a one-line summary, so
+listing them (``bench methods``) imports nothing heavy, and a method's dependencies (faiss,
+VGG weights) are only loaded when it is used. Unknown names get a did-you-mean error.
+Adding a method, extractor or metric = one ``register`` line at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Generic, Iterator, TypeVar
+
+from benchmark.errors import ArtshiftError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "package.module:attribute"
+    summary: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._loaded: dict[str, Any] = {}
+
+    def register(self, name: str, target: str, summary: str) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered ({self._entries[name].target})")
+        if ":" not in target:
+            raise ValueError(f"target must look like 'module:attribute', got {target!r}")
+        self._entries[name] = Entry(name, target, summary)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+            known = ", ".join(sorted(self._entries))
+            raise ArtshiftError(f"unknown {self.kind} {name!r} (known: {known})", hint=hint)
+        return self._entries[name]
+
+    def get(self, name: str) -> T:
+        """Import (once) and return the registered object."""
+        entry = self.entry(name)
+        if name not in self._loaded:
+            module, attr = entry.target.split(":")
+            self._loaded[name] = getattr(importlib.import_module(module), attr)
+        return self._loaded[name]
+
+
+methods: Registry[Any] = Registry("method")
+extractors: Registry[Any] = Registry("feature extractor")
+metrics: Registry[Any] = Registry("metric")
+
+# --- methods ------------------------------------------------------------------------------
+methods.register("original", "baselines.original:Original",
+                 "no translation: the test paintings themselves (the floor row)")
+methods.register("cyclegan", "baselines.cyclegan:CycleGAN",
+                 "CycleGAN (Zhu et al. 2017): LSGAN + cycle + identity, ResNet generators")
+methods.register("ours", "methods.ours:MemoryBankCycleGAN",
+                 "memory-bank CycleGAN (Tomei et al. 2018): CycleGAN + contextual loss to real patches")
+methods.register("cut", "baselines.cut:CUT",
+                 "CUT (Park et al. 2020): one-sided translation with PatchNCE and identity NCE")
+methods.register("fastcut", "baselines.cut:FastCUT",
+                 "FastCUT (Park et al. 2020): PatchNCE x10, no identity NCE, flip equivariance")
+methods.register("gatys", "baselines.gatys:Gatys",
+                 "neural style transfer (Gatys et al. 2016): VGG-19 Gram matrices, L-BFGS per image")
+
+# --- feature extractors ------------------------------------------------------------------
+extractors.register("inception", "benchmark.features:FIDInceptionExtractor",
+                    "FID Inception-v3 (TF 2015-12-05 port): pooled features at 64/192/768/2048 dims")
+
+# --- metrics -------------------------------------------------------------------------------
+metrics.register("fid", "benchmark.metrics.fid:fid_from_features",
+                 "Frechet distance between Gaussian fits of real and generated features")
+metrics.register("kid", "benchmark.metrics.kid:kid_from_features",
+                 "kernel inception distance: unbiased MMD^2 with a cubic polynomial kernel")

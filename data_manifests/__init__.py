@@ -1,0 +1,1 @@
+"""Dataset manifests (one TOML per dataset), shipped as package data."""

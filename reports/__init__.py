@@ -1,0 +1,1 @@
+"""Reports: leaderboards and (later) paper tables, plots, sheets."""
