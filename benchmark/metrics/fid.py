@@ -86,9 +86,9 @@ def _trace_sqrt_product(a: Stats, b: Stats) -> float:
             small = c @ other.sigma @ c.T / (low.n - 1)
             w = np.linalg.eigvalsh((small + small.T) / 2)
             return float(np.sqrt(np.clip(w, 0, None)).sum())
-    root = a.sqrt_sigma if a._sqrt_sigma is not None or b._sqrt_sigma is None else b.sqrt_sigma
-    other = b.sigma if root is a._sqrt_sigma else a.sigma
-    m = root @ other @ root
+    if b._sqrt_sigma is not None and a._sqrt_sigma is None:
+        a, b = b, a  # use whichever side already has its square root cached (the reference set)
+    m = a.sqrt_sigma @ b.sigma @ a.sqrt_sigma
     w = np.linalg.eigvalsh((m + m.T) / 2)
     return float(np.sqrt(np.clip(w, 0, None)).sum())
 
