@@ -81,6 +81,14 @@ class IterativeMethod(Method):
 
     checkpoint_every: int = 500
 
+    def setup(self, data: TrainData, run: RunContext) -> None:
+        """Cheap work before ``total_iterations`` and the checkpoint load (no image loading).
+
+        Why: a schedule counted in epochs needs the training set's size, and initial weights
+        must come from ``run.seed`` (the method is built before any seeding); a resumed run then
+        overwrites them from the checkpoint. Called on every fit, even a finished one.
+        """
+
     @abc.abstractmethod
     def prepare(self, data: TrainData, run: RunContext) -> None:
         """Load what training needs (images, banks). Called once per fit before the loop."""
@@ -125,6 +133,7 @@ def train(method: IterativeMethod, data: TrainData, run: RunContext,
     """
     set_deterministic(run.deterministic)
     ckpt = run.checkpoint_dir / CHECKPOINT
+    method.setup(data, run)
     total = method.total_iterations()
     start = 0
     if ckpt.exists():
