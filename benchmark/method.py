@@ -71,4 +71,8 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def translate(self, images: torch.Tensor) -> torch.Tensor:
-        """Paintings [B, 3, H, W] in [-1, 1] -> photos of the same shape in [-1, 1]."""
+        """Paintings [B, 3, H, W] in [-1, 1] -> photos of the same shape in [-1, 1].
+
+        Called without an autograd context: feed-forward methods wrap themselves in
+        ``torch.no_grad()``, optimisation-based ones (Gatys) need gradients.
+        """

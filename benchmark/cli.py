@@ -1,0 +1,241 @@
+"""``bench``: a thin command-line face over functions that tests and scripts call directly.
+
+It only parses arguments and prints; user errors (``ArtshiftError``) are printed without a
+traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmark import registry
+from benchmark.errors import ArtshiftError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="artshift: translate paintings to photos with registered methods and measure the domain gap.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: list manifests, fetch (verified), verify.")
+weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
+app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
+try:  # the memory-bank commands live with the method that owns them
+    from methods.bank_cli import bank_app
+
+    app.add_typer(bank_app, name="bank", help="Memory banks of real photo patches (for 'ours').")
+except ModuleNotFoundError:  # pragma: no cover - only while the method is absent
+    pass
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+DataRoot = typer.Option(None, "--data-root", help="dataset root (default: $ARTSHIFT_DATA, else the user cache)")
+Home = typer.Option(None, "--home", help="where runs, caches and results go (default: $ARTSHIFT_HOME)")
+
+
+class Fmt(str, Enum):
+    md = "md"
+    csv = "csv"
+
+
+class BadImage(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+class Weights(str, Enum):
+    auto = "auto"
+    pretrained = "pretrained"
+    random = "random"
+
+
+def _metrics_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("metric", "value", "n fake", "n real", "extractor"):
+        table.add_column(col, justify="right" if col in ("value", "n fake", "n real") else "left")
+    for r in rows:
+        value = f"{r['value']:.4f}" + (f" +- {r['std']:.4f}" if r.get("std") is not None else "")
+        table.add_row(r["display_name"], value, str(r["n_fake"]), str(r["n_real"]), r["extractor_id"])
+    return table
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the registered methods, one line each."""
+    width = max(len(n) for n in registry.methods.names())
+    for e in registry.methods.entries():
+        out.print(f"{e.name:<{width}}  {e.summary}", highlight=False)
+
+
+@app.command("run")
+def run_cmd(
+    method: str = typer.Option(..., "--method", "-m", help="a registered method (see `bench methods`)"),
+    artist: str = typer.Option(..., "--artist", "-a", help="monet, cezanne, vangogh or ukiyoe"),
+    profile: str = typer.Option("smoke", "--profile", "-p", help="ci, smoke, quick or paper"),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    set_: List[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="re-run even if this spec finished before"),
+    weights: Optional[Weights] = typer.Option(None, "--weights",
+                                              help="Inception weights (default: auto for ci/smoke, else pretrained)"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="torch deterministic algorithms"),
+    on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
+    from benchmark.profiles import parse_overrides
+    from benchmark.runner import execute
+
+    res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
+                  home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
+                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
+    state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
+    out.print(f"run {res.run_id} {state}: {res.run_dir}", highlight=False)
+    if res.timings:
+        out.print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()), highlight=False)
+    if res.skipped:
+        err.print(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}")
+    out.print(_metrics_table(res.metrics, f"{method} / {artist} / {profile} / seed {seed}"))
+
+
+@app.command("eval")
+def eval_cmd(
+    images: Path = typer.Option(..., "--images", help="folder of translated images to rank"),
+    artist: str = typer.Option(..., "--artist", "-a"),
+    name: str = typer.Option(..., "--name", help="label for the leaderboard row"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    weights: Weights = typer.Option(Weights.auto, "--weights"),
+    on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Evaluate any folder of translations against the artist's photo test set."""
+    from benchmark.runner import evaluate_folder
+
+    res = evaluate_folder(images, artist, name, data_root=data_root, home=home, weights=weights.value,
+                          skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
+    if res.skipped:
+        err.print(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}")
+    out.print(_metrics_table(res.metrics, f"{name} / {artist}"))
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    fmt: Fmt = typer.Option(Fmt.md, "--format", "-f"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="write to this file instead of stdout"),
+    home: Optional[Path] = Home,
+) -> None:
+    """All finished runs in the paper's layout: one block per Inception layer, rows methods, columns artists."""
+    from benchmark import paths
+    from benchmark.store import Store
+    from reports import leaderboard
+
+    df = Store(paths.home(home) / "results.sqlite").results()
+    text = leaderboard.to_markdown(leaderboard.build(df)) if fmt is Fmt.md else leaderboard.to_csv(df)
+    if output:
+        output.write_text(text)
+        out.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Known datasets (one manifest each) and whether they are present locally."""
+    from benchmark import data, paths
+
+    root = paths.data_root()
+    table = Table()
+    for col in ("name", "artist", "splits (expected)", "local"):
+        table.add_column(col)
+    for name, m in data.load_manifests().items():
+        present = (root / name).is_dir()
+        counts = ", ".join(f"{k} {v}" for k, v in m.counts.items())
+        table.add_row(name, m.artist, counts, str(root / name) if present else "-")
+    out.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(name: str, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home,
+               force: bool = typer.Option(False, "--force")) -> None:
+    """Download NAME (checksum checked or pinned on first download), extract safely, verify counts."""
+    from benchmark import data, paths
+
+    path = data.fetch_dataset(name, paths.data_root(data_root), paths.home(home), force=force)
+    out.print(f"{name} ready at {path}")
+
+
+@data_app.command("verify")
+def data_verify(name: str, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home) -> None:
+    """Check a local dataset against its manifest: counts per split, readable images, pinned hash."""
+    from benchmark import data, paths
+
+    report = data.verify_dataset(name, paths.data_root(data_root), paths.home(home))
+    for line in report.lines():
+        out.print(line, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Known weight files, where they are and whether they are verified."""
+    from benchmark import weights
+
+    table = Table()
+    rows = weights.list_weights()
+    cols = list(rows[0].keys()) if rows else []
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*[str(r[c]) for c in cols])
+    out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str) -> None:
+    """Download a known weight file and verify its sha256."""
+    from benchmark import weights
+
+    out.print(f"{name}: {weights.fetch(name)}")
+
+
+@weights_app.command("import")
+def weights_import(name: str, path: Path) -> None:
+    """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
+    from benchmark import weights
+
+    out.print(f"{name}: {weights.import_file(name, path)}")
+
+
+@weights_app.command("verify")
+def weights_verify(name: str) -> None:
+    """Re-hash a weight file and compare with the known or pinned sha256."""
+    from benchmark import weights
+
+    out.print(f"{name}: sha256 {weights.verify(name)} OK")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        app()
+    except ArtshiftError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
