@@ -117,4 +117,4 @@ def test_leaderboard_layout_seeds_and_extractor_separation(tmp_path):
     assert "99.00" not in md.split("### FID-2048[random-init]")[1]
     csv = leaderboard.to_csv(store.results())
     assert csv.splitlines()[0].startswith("method,profile,artist,seed,display_name")
-    assert len(csv.strip().splitlines()) == 1 + 5
+    assert len(csv.strip().splitlines()) == 1 + 7  # one line per stored value
