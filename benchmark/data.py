@@ -1,25 +1,64 @@
-"""Datasets on disk: layouts, image listing, robust image loading and content fingerprints.
+"""Datasets on disk: layouts, robust image loading, fingerprints, and fetch/verify of releases.
 
 Two local layouts are understood under a data root:
 - CycleGAN release: ``<artist>2photo/{trainA,testA,trainB,testB}`` (A = paintings, B = photos)
 - subset layout (``../shared/data``): ``paintings/<artist>/{train,test}``, ``photos/{train,test}``
+
+Releases are described by manifests (``benchmark.manifests``); ``fetch_dataset`` downloads a
+release's zip, checks (or pins, on first download) its sha256, extracts it safely into
+``<root>/<name>/`` and checks the split counts before the new folder replaces anything.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from benchmark.errors import ArtshiftError
+from benchmark.manifests import (  # re-exported: callers use benchmark.data for everything dataset-related
+    LAYOUTS,
+    Manifest,
+    ManifestError,
+    expected_sha256,
+    get_manifest,
+    load_manifests,
+    lock_path,
+    manifest_for_artist,
+    pin_sha256,
+    pinned_sha256,
+)
+
+__all__ = [
+    "ARTISTS", "BAD_IMAGE_POLICIES", "BadImageError", "Domain", "Manifest", "ManifestError", "MissingDataError",
+    "SplitReport", "VerifyReport", "archive_path", "ensure_domain", "fetch_dataset", "fingerprint", "get_manifest",
+    "list_images", "load_image", "load_images", "load_manifests", "lock_path", "manifest_for_artist",
+    "pinned_sha256", "readable_images", "resolve_domain", "to_rgb", "verify_dataset",
+]
 
 ARTISTS = ("monet", "cezanne", "vangogh", "ukiyoe")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
+# Formats PIL may open (JPEG covers MPO): a renamed EPS must never reach Ghostscript, whatever its extension.
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "GIF")
 MAX_PIXELS = 8192 * 8192  # larger files are refused as possible decompression bombs
+BAD_IMAGE_POLICIES = ("error", "skip")
+MARKER_NAME = ".artshift-fetch.json"  # written into an extracted dataset: which archive it came from
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+    (b"P1", "PPM"), (b"P2", "PPM"), (b"P3", "PPM"), (b"P4", "PPM"), (b"P5", "PPM"), (b"P6", "PPM"),
+)
 
 
 class BadImageError(ArtshiftError):
@@ -27,8 +66,13 @@ class BadImageError(ArtshiftError):
 
     def __init__(self, path: Path, problem: str):
         self.path = Path(path)
+        self.problem = problem
         super().__init__(f"bad image {path}: {problem}",
                          hint="replace or delete the file, or pass --on-bad-image skip to skip such files")
+
+
+class MissingDataError(ArtshiftError):
+    """No folder at all for an artist under the data root (as opposed to a broken one)."""
 
 
 @dataclass(frozen=True)
@@ -44,34 +88,61 @@ class Domain:
     photos_test: tuple[Path, ...]
 
 
-def list_images(folder: Path) -> list[Path]:
+# --- layouts ------------------------------------------------------------------------------
+
+def _fetch_hint(artist: str | None) -> str:
+    name = f"{artist}2photo" if artist else "NAME"
+    return f"run `bench data fetch {name}`, or pass --data-root / set ARTSHIFT_DATA to a folder holding it"
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+def list_images(folder: Path, *, artist: str | None = None) -> list[Path]:
     """Image files directly in ``folder``, sorted by name (hidden files ignored)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ArtshiftError(f"image folder {folder} does not exist",
-                            hint="check the path, or fetch the dataset with `bench data fetch NAME`")
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+        raise ArtshiftError(f"image folder {folder} does not exist", hint=_fetch_hint(artist))
+    files = _image_files(folder)
     if not files:
         raise ArtshiftError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
-                            hint="put the split's images there, or fetch the dataset with `bench data fetch NAME`")
+                            hint="put the split's images there, or " + _fetch_hint(artist))
     return files
 
 
-def check_artist(artist: str) -> str:
-    if artist not in ARTISTS:
+def _known_artists(root: Path | None) -> set[str]:
+    known = set(ARTISTS)
+    try:
+        known |= {m.artist for m in load_manifests().values()}
+    except ManifestError:  # a broken shipped manifest must not stop local data from being used
+        pass
+    if root is not None and Path(root).is_dir():
+        known |= {p.name[: -len("2photo")] for p in Path(root).glob("*2photo") if p.is_dir()}
+        if (Path(root) / "paintings").is_dir():
+            known |= {p.name for p in (Path(root) / "paintings").iterdir() if p.is_dir()}
+    return known
+
+
+def check_artist(artist: str, root: Path | None = None) -> str:
+    if artist in ARTISTS:
+        return artist
+    known = _known_artists(root)
+    if artist not in known:
         import difflib
 
-        close = difflib.get_close_matches(artist, ARTISTS, n=1)
-        raise ArtshiftError(f"unknown artist {artist!r} (known: {', '.join(ARTISTS)})",
-                            hint=f"did you mean {close[0]!r}?" if close else None)
+        close = difflib.get_close_matches(artist, sorted(known), n=1)
+        raise ArtshiftError(f"unknown artist {artist!r} (known: {', '.join(sorted(known))})",
+                            hint=f"did you mean {close[0]!r}?" if close else
+                            "add a dataset manifest for it, or put its paintings under <data root>/paintings/<artist>")
     return artist
 
 
 def resolve_domain(artist: str, root: Path) -> Domain:
     """Find the artist's splits under ``root`` in either layout, or explain how to get them."""
-    check_artist(artist)
     root = Path(root)
+    check_artist(artist, root)
     cyc = root / f"{artist}2photo"
     sub = root / "paintings" / artist
     if cyc.is_dir():
@@ -81,18 +152,53 @@ def resolve_domain(artist: str, root: Path) -> Domain:
         splits = [sub / "train", sub / "test", root / "photos" / "train", root / "photos" / "test"]
         layout = "subset"
     else:
-        raise ArtshiftError(
+        raise MissingDataError(
             f"no data for {artist!r} under {root}: expected {cyc}/trainA... (CycleGAN layout) "
-            f"or {sub}/train (subset layout)",
-            hint=f"run `bench data fetch {artist}2photo`, or pass --data-root / set ARTSHIFT_DATA to a folder holding it")
-    lists = [tuple(list_images(s)) for s in splits]
+            f"or {sub}/train (subset layout)", hint=_fetch_hint(artist))
+    lists = [tuple(list_images(s, artist=artist)) for s in splits]
     return Domain(artist, root, layout, *lists)
+
+
+# --- image loading ------------------------------------------------------------------------
+
+def _sniff(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for sig, fmt in _SIGNATURES:
+        if head.startswith(sig):
+            return fmt
+    return None
+
+
+def _strict_decoding() -> None:
+    """Keep PIL reporting truncated files: another library may have switched that off globally."""
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES had been switched on (by another module); artshift "
+                      "switched it off so truncated images are reported instead of silently padded", stacklevel=3)
 
 
 def _check_size(img: Image.Image, path: Path) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
-        raise BadImageError(path, f"{w}x{h} pixels is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)")
+        raise BadImageError(path, f"possible decompression bomb: the header declares {w}x{h} pixels, over the "
+                                  f"{MAX_PIXELS:,}-pixel limit")
+
+
+def _check_png_end(path: Path, size: int) -> None:
+    """PIL stops reading after the last IDAT chunk, so a PNG cut inside its IEND chunk decodes 'fine'."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 4096))
+        tail = fh.read()
+    at = tail.rfind(b"IEND")
+    if at < 0 or len(tail) - at - 4 < 4:
+        raise BadImageError(path, f"truncated PNG file ({size:,} bytes): its IEND end chunk is missing or cut short")
+
+
+def _describe_head(head: bytes) -> str:
+    text = head[:12]
+    printable = all(32 <= b < 127 or b in (9, 10, 13) for b in text)
+    return f"it starts with {text!r}" + (", which looks like text" if printable else "")
 
 
 def load_image(path: Path) -> Image.Image:
@@ -102,48 +208,116 @@ def load_image(path: Path) -> Image.Image:
         size = path.stat().st_size
     except OSError as exc:
         raise BadImageError(path, f"cannot read the file ({exc.strerror})") from None
+    if not path.is_file():
+        raise BadImageError(path, "not a regular file")
     if size == 0:
         raise BadImageError(path, "the file is empty (0 bytes)")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise BadImageError(path, f"cannot read the file ({exc.strerror})") from None
+    kind = _sniff(head)
+    _strict_decoding()
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path, formats=PIL_FORMATS) as img:
                 _check_size(img, path)
                 img.load()
-                return to_rgb(img)
+                if img.format == "PNG":
+                    _check_png_end(path, size)
     except BadImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise BadImageError(path, f"possible decompression bomb ({exc})") from None
+        raise BadImageError(path, f"possible decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        if kind is None:
+            raise BadImageError(path, f"not an image file ({_describe_head(head)})") from None
+        raise BadImageError(path, f"truncated or corrupt {kind} file ({size:,} bytes): PIL cannot read its header") \
+            from None
     except OSError as exc:
         text = str(exc)
-        if "truncated" in text.lower() or "image file is truncated" in text:
-            raise BadImageError(path, f"the file is truncated ({text})") from None
-        if "cannot identify image file" in text:
-            raise BadImageError(path, "not an image file PIL can read") from None
-        raise BadImageError(path, f"cannot decode the image ({text})") from None
-    except (ValueError, SyntaxError) as exc:
-        raise BadImageError(path, f"cannot decode the image ({exc})") from None
+        if "truncated" in text.lower():
+            raise BadImageError(path, f"truncated {kind or 'image'} file ({size:,} bytes): the data ends early "
+                                      f"({text})") from None
+        raise BadImageError(path, f"cannot decode the {kind or 'image'} data ({text})") from None
+    except Exception as exc:  # corrupt files make decoders raise all sorts (SyntaxError, struct.error, ...)
+        raise BadImageError(path, f"cannot decode the {kind or 'image'} data ({type(exc).__name__}: {exc})") \
+            from None
+    try:  # the pixels are in memory after load(), so the closed file does not matter here
+        return to_rgb(img)
+    except ValueError as exc:
+        raise BadImageError(path, f"cannot convert colour mode {img.mode} to RGB ({exc})") from None
+
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Grayscale, RGBA (on white), palette, CMYK and 16-bit images -> 8-bit RGB."""
+    """Grayscale, RGBA/LA (composited on white), palette, CMYK and 16-bit images -> 8-bit RGB.
+
+    16-bit values are scaled by 255/65535 whatever the image's content: scaling by the
+    image's own maximum (or clipping, which is what PIL's convert does) would make a dark
+    16-bit photo look like a different picture. Transparent pixels become white rather than
+    whatever colour happens to sit under alpha 0.
+    """
     if img.mode == "RGB":
         return img.copy()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+    if img.mode in _SIXTEEN_BIT:
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode in ("P", "PA"):
+        img = Image.fromarray(np.clip(np.floor(arr * (255.0 / 65535.0) + 0.5), 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":  # float TIFFs are usually in [0, 1]
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        scale = 255.0 if arr.size and arr.max() <= 1.0 else 1.0
+        img = Image.fromarray(np.clip(np.floor(arr * scale + 0.5), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "PA":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, img).convert("RGB")
+    if img.mode in ("L", "1") and "transparency" in img.info:
+        return to_rgb(img.convert("LA"))
     return img.convert("RGB")
+
+
+def readable_images(paths: Iterable[Path], on_bad_image: str = "skip") -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into files that decode and (file, problem) pairs that do not.
+
+    ``on_bad_image="error"`` raises the first ``BadImageError`` instead, so a run never
+    silently evaluates on fewer images than the user thinks.
+    """
+    check_policy(on_bad_image)
+    good: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in paths:
+        try:
+            load_image(p)
+        except BadImageError as exc:
+            if on_bad_image == "error":
+                raise
+            skipped.append((Path(p), exc.problem))
+        else:
+            good.append(Path(p))
+    return good, skipped
+
+
+def check_policy(on_bad_image: str) -> str:
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ArtshiftError(f"unknown bad-image policy {on_bad_image!r}", hint=f"use one of {', '.join(BAD_IMAGE_POLICIES)}")
+    return on_bad_image
+
+
+def skipped_summary(skipped: Sequence[tuple[Path, str]], limit: int = 3) -> str:
+    """One line for logs: how many files were skipped and why (first few)."""
+    if not skipped:
+        return "no bad images"
+    shown = "; ".join(f"{p.name}: {why}" for p, why in skipped[:limit])
+    more = f"; and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"skipped {len(skipped)} bad image(s): {shown}{more}"
 
 
 def load_images(paths: list[Path] | tuple[Path, ...], skip_bad: bool = False) -> tuple[list[Image.Image], list[Path]]:
@@ -170,3 +344,302 @@ def fingerprint(paths: list[Path] | tuple[Path, ...]) -> str:
                 h.update(chunk)
         h.update(b"\1")
     return h.hexdigest()[:16]
+
+
+# --- verify -------------------------------------------------------------------------------
+
+@dataclass
+class SplitReport:
+    split: str
+    folder: Path
+    role: str  # e.g. "paintings/train"
+    expected: int
+    found: int | None  # None: the folder is missing
+    confirmed: bool  # the expected count is independently confirmed (a mismatch is an error)
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def count_ok(self) -> bool:
+        return self.found == self.expected
+
+
+@dataclass
+class VerifyReport:
+    name: str
+    dataset_dir: Path
+    present: bool
+    splits: list[SplitReport] = field(default_factory=list)
+    archive: Path | None = None  # the kept download, when there is one
+    archive_sha256: str | None = None
+    expected_sha256: str | None = None
+    sha256_source: str = "none"  # "published", "pinned" or "none"
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"{self.name} at {self.dataset_dir}: {'OK' if self.ok else 'PROBLEMS'}"]
+        for s in self.splits:
+            if s.found is None:
+                state = "MISSING"
+            elif s.count_ok:
+                state = "ok"
+            else:
+                state = "MISMATCH" if s.confirmed else "differs (expected count not independently confirmed)"
+            found = "-" if s.found is None else str(s.found)
+            bad = f", {len(s.bad)} unreadable" if s.bad else ""
+            out.append(f"  {s.split:<7} {s.role:<16} {found:>6} / {s.expected:<6} {state}{bad}")
+        if self.expected_sha256:
+            out.append(f"  sha256 ({self.sha256_source}): {self.expected_sha256}")
+        if self.archive is not None:
+            match = ("matches" if self.archive_sha256 == self.expected_sha256 else "DIFFERS") \
+                if self.expected_sha256 else "not pinned yet"
+            out.append(f"  archive {self.archive}: {match}")
+        out += [f"  problem: {p}" for p in self.problems]
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+
+def _as_manifest(name: str | Manifest, home: Path) -> Manifest:
+    return name if isinstance(name, Manifest) else get_manifest(name, home)
+
+
+def archive_path(manifest: str | Manifest, home: Path) -> Path:
+    """Where a downloaded archive is kept (so verify can re-check it and re-extraction needs no download)."""
+    m = _as_manifest(manifest, home)
+    return Path(home) / "downloads" / m.archive_name
+
+
+def _count_splits(m: Manifest, folder: Path, check_images: bool, progress: bool) -> list[SplitReport]:
+    from tqdm.auto import tqdm
+
+    reports = []
+    for split, expected in m.counts.items():
+        domain, part = m.split_role(split)
+        sdir = folder / split
+        files = _image_files(sdir) if sdir.is_dir() else None
+        rep = SplitReport(split, sdir, f"{domain}/{part}", expected, None if files is None else len(files),
+                          split in m.counts_confirmed)
+        if files and check_images:
+            for p in tqdm(files, desc=f"check {split}", disable=not progress, leave=False):
+                try:
+                    load_image(p)
+                except BadImageError as exc:
+                    rep.bad.append((p, exc.problem))
+        reports.append(rep)
+    return reports
+
+
+def _split_problems(splits: list[SplitReport]) -> tuple[list[str], list[str]]:
+    problems, warns = [], []
+    for s in splits:
+        if s.found is None:
+            problems.append(f"split folder {s.folder} is missing")
+        elif s.found == 0:
+            problems.append(f"split folder {s.folder} holds no images")
+        elif not s.count_ok:
+            msg = f"{s.folder} holds {s.found} images, the manifest expects {s.expected}"
+            (problems if s.confirmed else warns).append(msg if s.confirmed else msg + " (count not confirmed)")
+        for p, why in s.bad:
+            problems.append(f"unreadable image {p}: {why}")
+    return problems, warns
+
+
+def verify_dataset(name: str | Manifest, root: Path, home: Path, *, check_images: bool = True,
+                   check_archive: bool = True, progress: bool = False) -> VerifyReport:
+    """Compare a dataset on disk with its manifest; never raises for what it finds, only reports."""
+    from benchmark.download import sha256_file
+
+    m = _as_manifest(name, home)
+    folder = Path(root) / m.name
+    expected, source = expected_sha256(m, home)
+    rep = VerifyReport(m.name, folder, folder.is_dir(), expected_sha256=expected, sha256_source=source)
+    if not rep.present:
+        rep.problems.append(f"{folder} does not exist (run `bench data fetch {m.name}`)")
+    else:
+        rep.splits = _count_splits(m, folder, check_images, progress)
+        rep.problems, rep.warnings = _split_problems(rep.splits)
+        marker = _read_marker(folder)
+        if marker and expected and marker.get("sha256") != expected:
+            rep.problems.append(f"{folder} was extracted from an archive with sha256 {marker.get('sha256')}, "
+                                f"not the {source} {expected} (run `bench data fetch {m.name} --force`)")
+    zpath = archive_path(m, home)
+    if check_archive and zpath.exists():
+        rep.archive = zpath
+        rep.archive_sha256 = sha256_file(zpath)
+        if expected and rep.archive_sha256 != expected:
+            rep.problems.append(f"archive {zpath} has sha256 {rep.archive_sha256}, not the {source} {expected}")
+    if not expected:
+        rep.warnings.append(f"no sha256 pinned for {m.lock_key} in {lock_path(home)} yet (pinned on first fetch)")
+    return rep
+
+
+def _read_marker(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+# --- fetch --------------------------------------------------------------------------------
+
+def _stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _how_to_fetch(m: Manifest) -> str:
+    return (f"on a machine with internet access run `bench data fetch {m.name}`, or download {m.urls[0]} "
+            f"(~{m.size_mb} MB) by hand and run `bench data fetch {m.name} --archive FILE`")
+
+
+def _download_any(m: Manifest, dest: Path, expected: str | None, progress: bool,
+                  log: Callable[[str], None]) -> tuple[str, str]:
+    """Try the manifest's URLs in order; returns (sha256, url). Mirrors must serve the same bytes."""
+    from benchmark.download import ChecksumError, download
+
+    failures: list[str] = []
+    checksum_failed = False
+    for url in m.urls:
+        try:
+            log(f"downloading {url}")
+            digest = download(url, dest, sha256=expected, progress=progress, what=f"{m.name} archive")
+            return digest, url
+        except ChecksumError as exc:
+            checksum_failed = True
+            failures.append(f"{url}: {str(exc).splitlines()[0]}")
+        except ArtshiftError as exc:
+            failures.append(f"{url}: {str(exc).splitlines()[0]}")
+    detail = "\n    ".join(failures)
+    if checksum_failed:
+        raise ChecksumError(f"no URL of {m.name} served an archive with the expected sha256 {expected}:\n    {detail}",
+                            hint=f"the release may have changed upstream; the pin is in {dest.parent.parent / 'data.lock.json'}"
+                                 " (delete its entry only if you trust the new file)")
+    raise ArtshiftError(f"could not download {m.name}:\n    {detail}", hint=_how_to_fetch(m))
+
+
+def _writable_root(root: Path) -> Path:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtshiftError(f"cannot create the data root {root} ({exc.strerror})",
+                            hint="pass --data-root (or set ARTSHIFT_DATA) to a writable folder") from None
+    if not os.access(root, os.W_OK):
+        raise ArtshiftError(f"the data root {root} is not writable",
+                            hint="pass --data-root (or set ARTSHIFT_DATA) to a writable folder")
+    return root
+
+
+def fetch_dataset(name: str | Manifest, root: Path, home: Path, progress: bool = True, force: bool = False, *,
+                  archive: Path | None = None, keep_archive: bool = True,
+                  log: Callable[[str], None] | None = None) -> Path:
+    """Download (or take ``archive``), check/pin the sha256, extract safely and verify; returns the dataset dir.
+
+    A dataset already present with the expected counts is left alone unless ``force``. The
+    old folder is replaced only after the new archive matched its checksum and extracted
+    with the expected splits, so a failed fetch never loses data.
+    """
+    from benchmark.archive import safe_extract
+    from benchmark.download import ChecksumError, sha256_file
+
+    log = log or _stderr_log
+    m = _as_manifest(name, home)
+    root, home = Path(root), Path(home)
+    target = root / m.name
+    if not force and target.is_dir():
+        rep = verify_dataset(m, root, home, check_images=False, check_archive=False)
+        if rep.ok:
+            log(f"{m.name} is already present at {target}")
+            return target
+        log(f"{target} is incomplete ({rep.problems[0]}); fetching it again")
+    _writable_root(root)
+    expected, source = expected_sha256(m, home)
+    zpath = archive_path(m, home)
+
+    if archive is not None:
+        src = Path(archive)
+        if not src.is_file():
+            raise ArtshiftError(f"archive {src} does not exist")
+        digest, url = sha256_file(src), src.resolve().as_uri()
+        if expected and digest != expected:
+            raise ChecksumError(f"checksum mismatch for {src}: sha256 {digest}, expected the {source} {expected}",
+                                hint=f"this is not the {m.name} release that was pinned or published")
+    elif zpath.is_file() and not force:
+        src, digest, url = zpath, sha256_file(zpath), zpath.resolve().as_uri()
+        if expected and digest != expected:
+            raise ChecksumError(f"checksum mismatch for the kept archive {zpath}: sha256 {digest}, "
+                                f"expected the {source} {expected}",
+                                hint=f"delete it, or run with --force to download it again")
+        log(f"using the kept archive {zpath}")
+    else:
+        digest, url = _download_any(m, zpath, expected, progress, log)
+        src = zpath
+
+    staging = root / f".{m.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        n = safe_extract(src, staging, strip=m.archive_root, progress=progress, log=log)
+        splits = _count_splits(m, staging, check_images=False, progress=False)
+        problems, warns = _split_problems(splits)
+        if problems:
+            raise ArtshiftError(f"archive {src} (sha256 {digest}) does not hold the expected {m.name} data: "
+                                + "; ".join(p.replace(str(staging), str(target)) for p in problems),
+                                hint="check the manifest's archive_root and counts; the existing data was left alone")
+        for w in warns:
+            log("warning: " + w.replace(str(staging), str(target)))
+        if source == "none":
+            lock = pin_sha256(m, home, digest, url=url, size=src.stat().st_size)
+            log(f"pinned sha256 {digest} of {m.archive_name} ({m.lock_key}) in {lock}: later downloads and "
+                "`bench data verify` must match it")
+        (staging / MARKER_NAME).write_text(json.dumps(
+            {"name": m.name, "version": m.version, "sha256": digest, "url": url, "files": n}, indent=2) + "\n",
+            encoding="utf-8")
+        _swap_into_place(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    if not keep_archive and src == zpath:
+        zpath.unlink(missing_ok=True)
+    log(f"{m.name}: {n} files extracted to {target}")
+    return target
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    """Replace ``target`` by ``staging`` with two renames; the old copy is restored if the second fails."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def ensure_domain(artist: str, root: Path, home: Path, allow_download: bool = True, *, progress: bool = True,
+                  log: Callable[[str], None] | None = None) -> Domain:
+    """``resolve_domain``, fetching the artist's release first when it is not on disk at all."""
+    try:
+        return resolve_domain(artist, root)
+    except MissingDataError as missing:
+        if not allow_download:
+            raise
+        try:
+            m = manifest_for_artist(artist, home)
+        except ArtshiftError:
+            raise missing from None
+        try:
+            fetch_dataset(m, root, home, progress=progress, log=log)
+        except ArtshiftError as exc:
+            first = str(missing).split("\n")[0]
+            raise ArtshiftError(f"{first}; fetching {m.name} automatically failed: {str(exc).splitlines()[0]}",
+                                hint=_how_to_fetch(m)) from None
+        return resolve_domain(artist, root)
+
+
+__all__ += ["LAYOUTS", "check_artist", "check_policy", "skipped_summary", "pin_sha256", "expected_sha256"]
