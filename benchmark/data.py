@@ -112,10 +112,10 @@ def list_images(folder: Path, *, artist: str | None = None) -> list[Path]:
     return files
 
 
-def _known_artists(root: Path | None) -> set[str]:
+def _known_artists(root: Path | None, home: Path | None = None) -> set[str]:
     known = set(ARTISTS)
     try:
-        known |= {m.artist for m in load_manifests().values()}
+        known |= {m.artist for m in load_manifests(home).values()}
     except ManifestError:  # a broken shipped manifest must not stop local data from being used
         pass
     if root is not None and Path(root).is_dir():
@@ -125,10 +125,11 @@ def _known_artists(root: Path | None) -> set[str]:
     return known
 
 
-def check_artist(artist: str, root: Path | None = None) -> str:
+def check_artist(artist: str, root: Path | None = None, home: Path | None = None) -> str:
+    """Accept built-in artists, artists with a manifest (shipped or in ``home``) and folders under ``root``."""
     if artist in ARTISTS:
         return artist
-    known = _known_artists(root)
+    known = _known_artists(root, home)
     if artist not in known:
         import difflib
 
@@ -139,10 +140,13 @@ def check_artist(artist: str, root: Path | None = None) -> str:
     return artist
 
 
-def resolve_domain(artist: str, root: Path) -> Domain:
-    """Find the artist's splits under ``root`` in either layout, or explain how to get them."""
+def resolve_domain(artist: str, root: Path, *, home: Path | None = None) -> Domain:
+    """Find the artist's splits under ``root`` in either layout, or explain how to get them.
+
+    ``home`` only widens the artists accepted to those with a manifest in ``<home>/manifests``.
+    """
     root = Path(root)
-    check_artist(artist, root)
+    check_artist(artist, root, home)
     cyc = root / f"{artist}2photo"
     sub = root / "paintings" / artist
     if cyc.is_dir():
@@ -491,8 +495,9 @@ def _stderr_log(msg: str) -> None:
 
 
 def _how_to_fetch(m: Manifest) -> str:
-    return (f"on a machine with internet access run `bench data fetch {m.name}`, or download {m.urls[0]} "
-            f"(~{m.size_mb} MB) by hand and run `bench data fetch {m.name} --archive FILE`")
+    size = f" (~{m.size_mb} MB)" if m.size_mb else ""
+    return (f"on a machine with internet access run `bench data fetch {m.name}`, or download {m.urls[0]}{size} "
+            f"by hand and run `bench data fetch {m.name} --archive FILE`")
 
 
 def _download_any(m: Manifest, dest: Path, expected: str | None, progress: bool,
@@ -625,7 +630,7 @@ def ensure_domain(artist: str, root: Path, home: Path, allow_download: bool = Tr
                   log: Callable[[str], None] | None = None) -> Domain:
     """``resolve_domain``, fetching the artist's release first when it is not on disk at all."""
     try:
-        return resolve_domain(artist, root)
+        return resolve_domain(artist, root, home=home)
     except MissingDataError as missing:
         if not allow_download:
             raise
@@ -639,7 +644,7 @@ def ensure_domain(artist: str, root: Path, home: Path, allow_download: bool = Tr
             first = str(missing).split("\n")[0]
             raise ArtshiftError(f"{first}; fetching {m.name} automatically failed: {str(exc).splitlines()[0]}",
                                 hint=_how_to_fetch(m)) from None
-        return resolve_domain(artist, root)
+        return resolve_domain(artist, root, home=home)
 
 
 __all__ += ["LAYOUTS", "check_artist", "check_policy", "skipped_summary", "pin_sha256", "expected_sha256"]

@@ -109,7 +109,7 @@ class FileServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []
         self.ranges = True
         self.cut_once: set[str] = set()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self._thread.start()
 
     def url(self, path: str) -> str:
