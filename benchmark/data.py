@@ -42,7 +42,7 @@ from benchmark.manifests import (  # re-exported: callers use benchmark.data for
 __all__ = [
     "ARTISTS", "BAD_IMAGE_POLICIES", "BadImageError", "Domain", "Manifest", "ManifestError", "MissingDataError",
     "SplitReport", "VerifyReport", "archive_path", "ensure_domain", "fetch_dataset", "fingerprint", "get_manifest",
-    "list_images", "load_image", "load_images", "load_manifests", "lock_path", "manifest_for_artist",
+    "list_images", "load_image", "offline", "load_images", "load_manifests", "lock_path", "manifest_for_artist",
     "pinned_sha256", "readable_images", "resolve_domain", "to_rgb", "verify_dataset",
 ]
 
@@ -490,6 +490,11 @@ def _read_marker(folder: Path) -> dict | None:
 
 # --- fetch --------------------------------------------------------------------------------
 
+def offline() -> bool:
+    """``ARTSHIFT_OFFLINE=1`` forbids downloads (CI, air-gapped machines): fail at once, not after timeouts."""
+    return os.environ.get("ARTSHIFT_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr)
 
@@ -576,9 +581,12 @@ def fetch_dataset(name: str | Manifest, root: Path, home: Path, progress: bool =
         if expected and digest != expected:
             raise ChecksumError(f"checksum mismatch for the kept archive {zpath}: sha256 {digest}, "
                                 f"expected the {source} {expected}",
-                                hint=f"delete it, or run with --force to download it again")
+                                hint="delete it, or run with --force to download it again")
         log(f"using the kept archive {zpath}")
     else:
+        if offline():
+            raise ArtshiftError(f"{m.name} is not on disk and ARTSHIFT_OFFLINE is set, so it is not downloaded",
+                                hint=_how_to_fetch(m) + " (or unset ARTSHIFT_OFFLINE)")
         digest, url = _download_any(m, zpath, expected, progress, log)
         src = zpath
 
@@ -628,11 +636,15 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 
 def ensure_domain(artist: str, root: Path, home: Path, allow_download: bool = True, *, progress: bool = True,
                   log: Callable[[str], None] | None = None) -> Domain:
-    """``resolve_domain``, fetching the artist's release first when it is not on disk at all."""
+    """``resolve_domain``, fetching the artist's release first when it is not on disk at all.
+
+    Nothing is downloaded with ``allow_download=False`` or ``ARTSHIFT_OFFLINE=1``; the error
+    then is ``resolve_domain``'s, which says where the data was looked for and how to fetch it.
+    """
     try:
         return resolve_domain(artist, root, home=home)
     except MissingDataError as missing:
-        if not allow_download:
+        if not allow_download or offline():
             raise
         try:
             m = manifest_for_artist(artist, home)

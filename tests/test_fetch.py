@@ -323,6 +323,19 @@ def test_ensure_domain_offline_explains(tmp_path, home):
     assert f"bench data fetch {NAME}" in msg
 
 
+def test_artshift_offline_forbids_downloads(served, tmp_path, home, monkeypatch):
+    server, _, m = served
+    monkeypatch.setenv("ARTSHIFT_OFFLINE", "1")
+    with pytest.raises(ArtshiftError, match="ARTSHIFT_OFFLINE is set"):
+        fetch_dataset(m, tmp_path / "data", home, progress=False, log=lambda s: None)
+    _write_home_manifest(home, server.url("/" + NAME + ".zip"))
+    with pytest.raises(MissingDataError, match=f"bench data fetch {NAME}"):
+        ensure_domain("tinyart", tmp_path / "data", home)
+    assert server.requests == []
+    monkeypatch.setenv("ARTSHIFT_OFFLINE", "0")
+    assert ensure_domain("tinyart", tmp_path / "data", home, progress=False, log=lambda s: None).layout == "cyclegan"
+
+
 def test_ensure_domain_uses_present_data_without_a_manifest(tmp_path, home):
     make_cyclegan_tree(tmp_path, "monet2photo", COUNTS)
     d = ensure_domain("monet", tmp_path, home)
