@@ -354,6 +354,8 @@ def fingerprint(paths: list[Path] | tuple[Path, ...]) -> str:
 
 @dataclass
 class SplitReport:
+    """One split folder against the manifest; unconfirmed counts only warn so a correct release is never refused."""
+
     split: str
     folder: Path
     role: str  # e.g. "paintings/train"
@@ -369,6 +371,8 @@ class SplitReport:
 
 @dataclass
 class VerifyReport:
+    """What ``bench data verify`` prints: data that verifies is ``ok``, everything found is listed."""
+
     name: str
     dataset_dir: Path
     present: bool
@@ -444,9 +448,10 @@ def _split_problems(splits: list[SplitReport]) -> tuple[list[str], list[str]]:
             problems.append(f"split folder {s.folder} is missing")
         elif s.found == 0:
             problems.append(f"split folder {s.folder} holds no images")
+        elif not s.count_ok and s.confirmed:
+            problems.append(f"{s.folder} holds {s.found} images, the manifest expects {s.expected}")
         elif not s.count_ok:
-            msg = f"{s.folder} holds {s.found} images, the manifest expects {s.expected}"
-            (problems if s.confirmed else warns).append(msg if s.confirmed else msg + " (count not confirmed)")
+            warns.append(f"{s.folder} holds {s.found} images, the manifest expects {s.expected} (count not confirmed)")
         for p, why in s.bad:
             problems.append(f"unreadable image {p}: {why}")
     return problems, warns

@@ -132,6 +132,21 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path, ext):
     np.testing.assert_array_equal(_rgb(tmp_path / f"d{ext}"), 1)
 
 
+@pytest.mark.parametrize("alpha", [False, True])
+def test_sixteen_bit_colour_png(tmp_path, alpha):
+    rgb = np.array([[[0, 25700, 65535], [32896, 1000, 65280]]], dtype=np.uint16)
+    a = np.array([[[65535], [0]]], dtype=np.uint16)
+    px = np.concatenate([rgb, a], axis=2) if alpha else rgb
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in px)
+    ihdr = struct.pack(">IIBBBBB", 2, 1, 16, 6 if alpha else 2, 0, 0, 0)
+    (tmp_path / "c16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+                                       + _chunk(b"IEND", b""))
+    expected = rgb.astype(np.float64) * 255.0 / 65535.0
+    if alpha:
+        expected[0, 1] = 255.0  # second pixel fully transparent
+    assert np.abs(_rgb(tmp_path / "c16.png") - expected).max() <= 1
+
+
 def test_float_tiff(tmp_path):
     f = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
     Image.fromarray(f, "F").save(tmp_path / "f.tif")
