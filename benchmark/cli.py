@@ -154,10 +154,11 @@ def data_list() -> None:
     from benchmark import data, paths
 
     root = paths.data_root()
+    home = paths.home()
     table = Table()
     for col in ("name", "artist", "splits (expected)", "local"):
         table.add_column(col)
-    for name, m in data.load_manifests().items():
+    for name, m in data.load_manifests(home).items():
         present = (root / name).is_dir()
         counts = ", ".join(f"{k} {v}" for k, v in m.counts.items())
         table.add_row(name, m.artist, counts, str(root / name) if present else "-")
@@ -166,11 +167,13 @@ def data_list() -> None:
 
 @data_app.command("fetch")
 def data_fetch(name: str, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home,
-               force: bool = typer.Option(False, "--force")) -> None:
+               force: bool = typer.Option(False, "--force"),
+               archive: Optional[Path] = typer.Option(None, "--archive",
+                                                      help="a zip you downloaded elsewhere (offline machines)")) -> None:
     """Download NAME (checksum checked or pinned on first download), extract safely, verify counts."""
     from benchmark import data, paths
 
-    path = data.fetch_dataset(name, paths.data_root(data_root), paths.home(home), force=force)
+    path = data.fetch_dataset(name, paths.data_root(data_root), paths.home(home), force=force, archive=archive)
     out.print(f"{name} ready at {path}")
 
 
@@ -179,7 +182,7 @@ def data_verify(name: str, data_root: Optional[Path] = DataRoot, home: Optional[
     """Check a local dataset against its manifest: counts per split, readable images, pinned hash."""
     from benchmark import data, paths
 
-    report = data.verify_dataset(name, paths.data_root(data_root), paths.home(home))
+    report = data.verify_dataset(name, paths.data_root(data_root), paths.home(home), progress=True)
     for line in report.lines():
         out.print(line, highlight=False)
     if not report.ok:
