@@ -84,7 +84,7 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
                n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
     # minutes on 2 CPU cores (see benchmarks/cyclegan_iter.py for the measured iteration time)
     "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
-                  n_epochs=4, n_epochs_decay=4, epoch_size=500, checkpoint_every=500),
+                  n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
     # about an hour on one GPU: full networks at 256 px, a shortened schedule of short epochs
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
     "paper": dict(checkpoint_every=5000),

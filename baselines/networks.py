@@ -31,7 +31,8 @@ Attribute layout (stable, checkpoints depend on it): ``pad``, ``stem``, ``down1`
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers_methods import painting_batch, tiny_data, tiny_run
 
 from baselines.cyclegan import CycleGAN
 from baselines.networks import (
@@ -20,7 +21,6 @@ from baselines.networks import (
 )
 from benchmark.profiles import apply_overrides
 from benchmark.training import CHECKPOINT, TrainingDiverged, train
-from helpers_methods import painting_batch, tiny_data, tiny_run
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +213,7 @@ def test_init_weights_statistics_and_seed():
     norms = [m for m in g.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
     assert norms and all(not m.affine and not m.track_running_stats for m in norms)
     h = init_weights(ResnetGenerator(ngf=16, n_blocks=2), 0.02, torch.Generator().manual_seed(5))
-    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), h.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), h.state_dict().values(), strict=True))
 
 
 def test_lsgan_loss_matches_float64():
