@@ -1,0 +1,397 @@
+"""Neural style transfer (Gatys, Ecker, Bethge, CVPR 2016) as a painting -> photo baseline.
+
+The painting is the *content* and a real training photo the *style*: optimising the pixels of
+the painting so that its VGG-19 Gram statistics match a photo's is the "Style Transfer" row of
+Tomei et al. (2018), Table 1. Nothing is trained; ``fit`` only indexes the candidate style
+photos (VGG pool features, cached in the run folder) so ``translate`` can pick one per painting
+by a named, seeded policy:
+
+- ``nearest`` (default): the training photo whose globally pooled VGG ``pool5`` features are
+  closest (cosine) to the painting's, so the photo statistics imposed are those of a
+  semantically similar scene;
+- ``random``: a photo drawn from a hash of (seed, painting pixels), so the choice for one
+  painting never depends on which other paintings share its batch.
+
+``translate`` runs one L-BFGS optimisation per image (never one line search over a batch, which
+would couple the images through the shared step length), initialised from the painting.
+
+Weights: ImageNet VGG-19 (torchvision's file, resolved and sha256-checked through
+``benchmark.weights``). A random-init VGG is used only when asked for with ``weights="random"``;
+its convolutions are then drawn with fan-in Kaiming scaling from a fixed seed, so every layer
+keeps unit-order activations (torchvision's fan-out init shrinks the variance each time the
+channel count doubles, which leaves the deep Gram matrices ~1e-4 of the shallow ones and the
+style loss blind to them). Such a run is labelled through ``weights_id`` and its translations
+are not comparable to the pretrained baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.data import BadImageError, load_image
+from benchmark.errors import ArtshiftError
+from benchmark.method import Method, RunContext, TrainData
+from benchmark.profiles import check_profile
+from benchmark.training import save_atomic
+
+# Indices of the ReLU outputs in torchvision's ``vgg19().features`` (config "E").
+VGG19_LAYERS = {
+    "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8,
+    "relu3_1": 11, "relu3_2": 13, "relu3_3": 15, "relu3_4": 17,
+    "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
+    "relu5_1": 29, "relu5_2": 31, "relu5_3": 33, "relu5_4": 35, "pool5": 36,
+}
+CONTENT_LAYER = "relu4_2"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POLICIES = ("nearest", "random")
+INDEX_FILE = "gatys_style_index.pt"
+
+
+@dataclass
+class GatysConfig:
+    weights: str = "pretrained"  # "pretrained" (ImageNet, via benchmark.weights) or "random" (labelled)
+    random_init_seed: int = 0  # seed of the random-init VGG (weights="random" only)
+    allow_download: bool = False  # let benchmark.weights fetch the VGG-19 file if it is missing
+    content_weight: float = 1.0
+    # Style loss = mean over the five layers of Gatys' E_l (see style_layer_loss); content loss = MSE
+    # of relu4_2. 1e3 is the PyTorch-tutorial balance (1e6 on per-entry Gram MSE) carried over to
+    # E_l's scale; it also stylises visibly with the random-init VGG.
+    style_weight: float = 1e3
+    steps: int = 300  # L-BFGS budget in function evaluations (forward+backward passes) per image
+    image_size: int = 0  # optimise at this shorter side (0 = the image's own size); result is upsampled back
+    history_size: int = 50
+    style_policy: str = "nearest"  # "nearest" (VGG pool5 features) or "random"
+    index_size: int = 224  # side the paintings and photos are resized to for the pool-feature index
+    max_style_photos: int = 0  # 0 = index all training photos; else a seeded subsample of this many
+
+
+class VGGFeatures(nn.Module):
+    """VGG-19 ``features`` truncated after the deepest layer asked for; returns named ReLU outputs.
+
+    Takes images in [-1, 1] and applies the ImageNet mean/std normalisation the weights expect.
+    """
+
+    def __init__(self, features: nn.Sequential):
+        super().__init__()
+        for m in features:
+            if isinstance(m, nn.ReLU):
+                m.inplace = False  # the returned activations must not be overwritten later
+        self.features = features
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        wanted = {VGG19_LAYERS[name]: name for name in layers}
+        last = max(wanted)
+        x = ((images + 1) / 2 - self.mean) / self.std
+        out: dict[str, torch.Tensor] = {}
+        for i, module in enumerate(self.features):
+            x = module(x)
+            if i in wanted:
+                out[wanted[i]] = x
+            if i == last:
+                break
+        return out
+
+
+def _vgg19_layers() -> nn.Sequential:
+    from torchvision.models.vgg import cfgs, make_layers
+
+    return make_layers(cfgs["E"], batch_norm=False)
+
+
+def _state_hash(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def random_vgg19(seed: int) -> tuple[VGGFeatures, str]:
+    """A seeded random-init VGG-19 with fan-in Kaiming convolutions (see the module docstring)."""
+    features = _vgg19_layers()
+    gen = torch.Generator().manual_seed(seed)
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+                m.bias.zero_()
+    return VGGFeatures(features), f"random-init:seed{seed}:sd-{_state_hash(features)}"
+
+
+def pretrained_vgg19(allow_download: bool = False, home: Path | None = None) -> tuple[VGGFeatures, str]:
+    """ImageNet VGG-19 from the sha256-verified weight file, or an ArtshiftError saying how to get it."""
+    from benchmark import weights as weight_files
+
+    try:
+        path = weight_files.resolve("vgg19", allow_download=allow_download, home=home)
+        digest = weight_files.verify("vgg19", home)  # cached: the file was just verified
+    except ArtshiftError as exc:
+        raise ArtshiftError(
+            f"gatys needs the ImageNet VGG-19 weights, which are not available: {str(exc).splitlines()[0]}",
+            hint="run `bench weights fetch vgg19` (or `bench weights import vgg19 PATH` offline), or run with "
+                 "`--set weights=random` for a random-init VGG (labelled; not comparable to the paper)") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    features = _vgg19_layers()
+    features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
+    return VGGFeatures(features), f"pretrained:{digest[:12]}"
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of [B, C, H, W] features divided by C*H*W, so its scale is independent of size."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Gatys' E_l = 1/(4 N^2 M^2) sum (G - A)^2, i.e. a quarter of the summed squared difference of
+    the size-normalised Grams. Summing (not averaging) over the N^2 entries keeps the deep layers,
+    whose normalised Gram entries are ~1/N, from vanishing next to the shallow ones."""
+    return (gram(features) - target_gram).pow(2).sum(dim=(1, 2)).mean() / 4
+
+
+def _to_float(images: list[Any]) -> torch.Tensor:
+    """PIL images -> [N, 3, H, W] in [-1, 1]."""
+    import numpy as np
+
+    arr = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _resize_short(images: torch.Tensor, short: int) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    if min(h, w) == short:
+        return images
+    scale = short / min(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _pool_features(vgg: VGGFeatures, images: torch.Tensor) -> torch.Tensor:
+    """Globally averaged, L2-normalised pool5 features: the descriptor the nearest policy compares."""
+    feats = vgg(images, ("pool5",))["pool5"].mean(dim=(2, 3))
+    return F.normalize(feats, dim=1)
+
+
+def _image_hash(image: torch.Tensor) -> bytes:
+    return hashlib.sha256(image.detach().cpu().float().contiguous().numpy().tobytes()).digest()
+
+
+class Gatys(Method):
+    name = "gatys"
+
+    def __init__(self, config: GatysConfig | None = None, device: torch.device | str = "cpu"):
+        super().__init__(config or GatysConfig(), device)
+        c = self.config
+        if c.weights not in ("pretrained", "random"):
+            raise ArtshiftError(f"gatys: unknown weights {c.weights!r}",
+                                hint="use weights=pretrained (ImageNet VGG-19) or weights=random (labelled)")
+        if c.style_policy not in POLICIES:
+            raise ArtshiftError(f"gatys: unknown style_policy {c.style_policy!r} (known: {', '.join(POLICIES)})")
+        if c.steps < 1:
+            raise ArtshiftError(f"gatys: steps must be at least 1, got {c.steps}")
+        # The VGG is loaded by load_network (fit calls it with the run's home, where the weights
+        # live); weights_id then names it: "pretrained:<sha256[:12]>" or "random-init:seed<N>:sd-<hash>".
+        self.vgg: VGGFeatures | None = None
+        self.weights_id: str | None = None
+        self.seed = 0
+        self.progress = True
+        self.photo_paths: list[Path] = []
+        self.photo_features: torch.Tensor | None = None
+
+    @classmethod
+    def default_config(cls, profile: str) -> GatysConfig:
+        check_profile(profile)
+        if profile == "ci":
+            return GatysConfig(steps=5, image_size=32, index_size=32, max_style_photos=16)
+        if profile == "smoke":
+            # 10 Cezanne test paintings at 256 px in a few minutes on 2 cores: optimise at 128 px
+            # (upsampled back to the painting's size) and index the photos at 64 px.
+            return GatysConfig(steps=50, image_size=128, index_size=64)
+        if profile == "quick":
+            return GatysConfig(steps=200, image_size=256)
+        return GatysConfig()  # paper: 300 evaluations at the image's own size
+
+    def load_network(self, home: Path | None = None, log=None) -> str:
+        """Load the VGG-19 (once) and return its ``weights_id``; random-init only when configured."""
+        if self.vgg is None:
+            c = self.config
+            if c.weights == "random":
+                vgg, wid = random_vgg19(c.random_init_seed)
+                if log is not None:
+                    log.warning("gatys: random-init VGG-19 (%s) as asked (weights=random): its translations are "
+                                "not comparable to the pretrained style-transfer baseline", wid)
+            else:
+                vgg, wid = pretrained_vgg19(c.allow_download, home)
+            self.vgg, self.weights_id = vgg.to(self.device), wid
+        assert self.weights_id is not None
+        return self.weights_id
+
+    def _net(self) -> VGGFeatures:
+        if self.vgg is None:
+            raise ArtshiftError("gatys: translate() called before fit() loaded the VGG and indexed the style photos")
+        return self.vgg
+
+    # --- fit: index the style photos -----------------------------------------------------------
+    def _index_key(self, photos: list[Path]) -> dict[str, Any]:
+        c = self.config
+        return {"weights_id": self.weights_id, "policy": c.style_policy, "index_size": c.index_size, "seed": self.seed,
+                "max_style_photos": c.max_style_photos, "photos": [str(p) for p in photos]}
+
+    def _select_photos(self, photos: list[Path]) -> list[Path]:
+        photos = sorted(Path(p) for p in photos)
+        n = self.config.max_style_photos
+        if n and n < len(photos):
+            gen = torch.Generator().manual_seed(self.seed)
+            keep = sorted(torch.randperm(len(photos), generator=gen)[:n].tolist())
+            photos = [photos[i] for i in keep]
+        return photos
+
+    def fit(self, data: TrainData, run: RunContext) -> None:
+        self.seed = run.seed
+        self.progress = run.progress
+        self.load_network(run.home, run.log)
+        (run.run_dir / "weights_id.txt").parent.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "weights_id.txt").write_text(f"vgg19 {self.weights_id}\n")
+        photos = self._select_photos(list(data.photos))
+        if not photos:
+            raise ArtshiftError("gatys: no training photos to take the style from",
+                                hint="check the photo training split of the data root")
+        cache = run.run_dir / INDEX_FILE
+        key = self._index_key(photos)
+        if cache.exists():
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                self.photo_paths = [Path(p) for p in saved["paths"]]
+                self.photo_features = saved["features"]
+                run.log.info("gatys: reusing the style index of %d photos (%s)", len(self.photo_paths), cache)
+                return
+        if self.config.style_policy == "random":
+            self.photo_paths, self.photo_features = photos, None
+        else:
+            self.photo_paths, self.photo_features = self._index(photos, data.skip_bad_images, run)
+        save_atomic({"key": key, "paths": [str(p) for p in self.photo_paths],
+                     "features": self.photo_features}, cache)
+
+    def _index(self, photos: list[Path], skip_bad: bool, run: RunContext) -> tuple[list[Path], torch.Tensor]:
+        """Pool5 descriptors of the photos (resized to index_size squared), in batches of 32."""
+        from tqdm.auto import tqdm
+
+        kept, feats = [], []
+        batch_paths: list[Path] = []
+        batch_imgs = []
+
+        def flush():
+            if batch_imgs:
+                x = torch.cat(batch_imgs).to(self.device)
+                with torch.no_grad():
+                    feats.append(_pool_features(self._net(), x).cpu())
+                kept.extend(batch_paths)
+                batch_imgs.clear()
+                batch_paths.clear()
+
+        for p in tqdm(photos, desc="gatys: index style photos", disable=not run.progress, leave=False):
+            try:
+                img = load_image(p)
+            except BadImageError:
+                if not skip_bad:
+                    raise
+                run.log.warning("gatys: skipping bad photo %s", p)
+                continue
+            size = self.config.index_size
+            batch_imgs.append(F.interpolate(_to_float([img]), size=(size, size), mode="bilinear",
+                                            align_corners=False, antialias=True))
+            batch_paths.append(p)
+            if len(batch_imgs) == 32:
+                flush()
+        flush()
+        if not kept:
+            raise ArtshiftError("gatys: every training photo was unreadable")
+        return kept, torch.cat(feats)
+
+    # --- style choice ------------------------------------------------------------------------------
+    def choose_style(self, image: torch.Tensor) -> int:
+        """Index into ``photo_paths`` of the style photo for one painting [3, H, W] in [-1, 1]."""
+        if not self.photo_paths:
+            raise ArtshiftError("gatys: translate() called before fit() indexed the style photos")
+        if self.config.style_policy == "random":
+            digest = hashlib.sha256(self.seed.to_bytes(8, "little", signed=True) + _image_hash(image)).digest()
+            return int.from_bytes(digest[:8], "little") % len(self.photo_paths)
+        size = self.config.index_size
+        x = F.interpolate(image[None].to(self.device), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        with torch.no_grad():
+            q = _pool_features(self._net(), x).cpu()
+        assert self.photo_features is not None
+        return int(torch.argmax(self.photo_features @ q[0]))
+
+    def _load_style(self, index: int, short: int) -> torch.Tensor:
+        style = _to_float([load_image(self.photo_paths[index])]).to(self.device)
+        return _resize_short(style, short)
+
+    # --- translate: one L-BFGS optimisation per image -------------------------------------------
+    def stylise(self, content: torch.Tensor, style: torch.Tensor, bar=None) -> torch.Tensor:
+        """Optimise one image [1, 3, h, w] (init = content) towards the style photo's Grams."""
+        c = self.config
+        vgg = self._net()
+        with torch.no_grad():
+            target_content = vgg(content, (CONTENT_LAYER,))[CONTENT_LAYER]
+            s_feats = vgg(style, STYLE_LAYERS)
+            target_grams = {k: gram(v) for k, v in s_feats.items()}
+        x = content.clone().contiguous().requires_grad_(True)
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=c.steps, max_eval=c.steps,
+                                history_size=c.history_size, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                line_search_fn="strong_wolfe")
+        last: dict[str, float] = {}
+
+        def closure():
+            opt.zero_grad()
+            feats = vgg(x, STYLE_LAYERS + (CONTENT_LAYER,))
+            content_loss = F.mse_loss(feats[CONTENT_LAYER], target_content)
+            style_loss = sum(style_layer_loss(feats[k], target_grams[k]) for k in STYLE_LAYERS) / len(STYLE_LAYERS)
+            loss = c.content_weight * content_loss + c.style_weight * style_loss
+            loss.backward()
+            last.update(content=content_loss.item(), style=style_loss.item())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(last, refresh=False)
+            return loss
+
+        opt.step(closure)
+        return x.detach().clamp(-1, 1)
+
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        c = self.config
+        out = torch.empty_like(images)
+        with tqdm(total=len(images) * c.steps, desc="gatys: stylise", disable=not self.progress,
+                  leave=False, dynamic_ncols=True) as bar:
+            for i, image in enumerate(images):
+                h, w = image.shape[-2:]
+                content = image[None].to(self.device, torch.float32)
+                short = min(h, w) if not c.image_size else min(c.image_size, min(h, w))
+                content = _resize_short(content, short)
+                style = self._load_style(self.choose_style(image), short)
+                result = self.stylise(content, style, bar)
+                if result.shape[-2:] != (h, w):
+                    result = F.interpolate(result, size=(h, w), mode="bilinear", align_corners=False).clamp(-1, 1)
+                out[i] = result[0].to(out.device, out.dtype)
+                bar.n = (i + 1) * c.steps  # L-BFGS may stop early; keep the bar per image
+                bar.refresh()
+        return out

@@ -1,0 +1,200 @@
+"""Gatys style transfer: Gram normalisation, seeded style-photo policies, per-image L-BFGS,
+output contract, and that random VGG weights are used only when asked for."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from helpers_methods import painting_batch, tiny_run, write_set
+
+from baselines import gatys as G
+from benchmark.errors import ArtshiftError
+from benchmark.method import TrainData
+
+
+def ci_config(**changes) -> G.GatysConfig:
+    return dataclasses.replace(G.Gatys.default_config("ci"), **{"weights": "random", **changes})
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return write_set(tmp_path_factory.mktemp("photos"), 8, seed=3, sizes=(32,))
+
+
+def fitted(config, photos, tmp_path, home, seed=0) -> G.Gatys:
+    method = G.Gatys(config)
+    method.fit(TrainData("cezanne", [], list(photos)), tiny_run(tmp_path / f"run{seed}", home, seed=seed))
+    return method
+
+
+def load_tensor(path) -> torch.Tensor:
+    return G._to_float([G.load_image(path)])[0]
+
+
+def test_gram_is_normalised_by_feature_size():
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(2, 5, 4, 3))
+    expected = np.einsum("bchw,bdhw->bcd", f, f) / (5 * 4 * 3)
+    got = G.gram(torch.from_numpy(f).float())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # the same texture over a 2x2-tiled (4x larger) map has the same normalised Gram
+    tiled = torch.from_numpy(np.tile(f, (1, 1, 2, 2))).float()
+    torch.testing.assert_close(G.gram(tiled), got)
+
+
+def test_style_layer_loss_is_gatys_E_l():
+    rng = np.random.default_rng(1)
+    f, a = rng.normal(size=(1, 4, 3, 3)), rng.normal(size=(1, 4, 3, 3))
+    n, m = 4, 9
+    g = np.einsum("chw,dhw->cd", f[0], f[0])
+    t = np.einsum("chw,dhw->cd", a[0], a[0])
+    expected = ((g - t) ** 2).sum() / (4 * n**2 * m**2)
+    got = G.style_layer_loss(torch.from_numpy(f).float(), G.gram(torch.from_numpy(a).float()))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_pretrained_weights_are_required_unless_random_is_asked_for(tmp_path, home, photos):
+    method = G.Gatys(G.Gatys.default_config("ci"))  # weights="pretrained" by default
+    assert method.config.weights == "pretrained"
+    with pytest.raises(ArtshiftError, match="weights=random") as info:
+        method.fit(TrainData("cezanne", [], list(photos)), tiny_run(tmp_path / "run", home))
+    assert "vgg19" in str(info.value)
+    with pytest.raises(ArtshiftError, match="unknown weights"):
+        G.Gatys(ci_config(weights="imagenet"))
+
+
+def test_random_weights_are_labelled(tmp_path, home, photos):
+    method = fitted(ci_config(), photos, tmp_path, home)
+    assert method.weights_id.startswith("random-init:seed0:sd-")
+    assert (tmp_path / "run0" / "weights_id.txt").read_text().split() == ["vgg19", method.weights_id]
+    # a different init seed is a different network and a different label
+    assert G.random_vgg19(1)[1] != method.weights_id
+
+
+def test_pretrained_file_is_loaded_and_named_by_its_hash(tmp_path, monkeypatch):
+    from benchmark import weights
+
+    vgg, _ = G.random_vgg19(5)
+    path = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in vgg.features.state_dict().items()}
+               | {"classifier.0.weight": torch.zeros(2, 2)}, path)
+    monkeypatch.setattr(weights, "resolve", lambda name, allow_download, home=None: path)
+    monkeypatch.setattr(weights, "verify", lambda name, home=None: "ab" * 32)
+    net, wid = G.pretrained_vgg19()
+    assert wid == "pretrained:" + "ab" * 6
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(net(x, ("relu3_1",))["relu3_1"], vgg(x, ("relu3_1",))["relu3_1"])
+
+
+def test_random_vgg_keeps_unit_order_features():
+    """Fan-in init: the style layers' activations stay within two orders of magnitude."""
+    vgg, _ = G.random_vgg19(0)
+    x = painting_batch(seed=0, size=64, n=1)
+    with torch.no_grad():
+        feats = vgg(x, G.STYLE_LAYERS)
+    scales = [float(f.pow(2).mean()) for f in feats.values()]
+    assert max(scales) / min(scales) < 100
+
+
+def test_nearest_policy_picks_the_nearest_photo(tmp_path, home, photos):
+    method = fitted(ci_config(style_policy="nearest"), photos, tmp_path, home)
+    assert method.photo_features.shape == (len(photos), 512)
+    for i, p in enumerate(method.photo_paths):
+        assert method.choose_style(load_tensor(p)) == i  # a photo is its own nearest neighbour
+    # and for a painting: the argmax of cosine similarity against every photo, computed here
+    painting = painting_batch(seed=7, size=48, n=1)[0]
+    size = method.config.index_size
+
+    def desc(img):
+        x = torch.nn.functional.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True)
+        with torch.no_grad():
+            return method.vgg(x, ("pool5",))["pool5"].mean(dim=(2, 3))[0].double()
+
+    q = desc(painting)
+    sims = [float(torch.nn.functional.cosine_similarity(q, desc(load_tensor(p)), dim=0)) for p in method.photo_paths]
+    assert method.choose_style(painting) == int(np.argmax(sims))
+
+
+def test_index_is_cached_in_the_run_dir(tmp_path, home, photos, monkeypatch):
+    config = ci_config()
+    first = fitted(config, photos, tmp_path, home)
+    assert (tmp_path / "run0" / G.INDEX_FILE).exists()
+    again = G.Gatys(config)
+    monkeypatch.setattr(again, "_index", lambda *a: pytest.fail("the cached style index was rebuilt"))
+    again.fit(TrainData("cezanne", [], list(photos)), tiny_run(tmp_path / "run0", home))
+    torch.testing.assert_close(again.photo_features, first.photo_features)
+
+
+def test_random_policy_is_seeded_and_batch_independent(tmp_path, home, photos):
+    config = ci_config(style_policy="random")
+    a = fitted(config, photos, tmp_path, home, seed=0)
+    b = fitted(config, photos, tmp_path, home, seed=0)
+    c = fitted(config, photos, tmp_path, home, seed=1)
+    paintings = painting_batch(seed=2, size=32, n=12)
+    picks_a = [a.choose_style(p) for p in paintings]
+    assert picks_a == [b.choose_style(p) for p in paintings]
+    assert picks_a != [c.choose_style(p) for p in paintings]  # the seed matters (12 draws of 8)
+    assert len(set(picks_a)) > 1
+
+
+def test_max_style_photos_is_a_seeded_subsample(tmp_path, home, photos):
+    config = ci_config(max_style_photos=3)
+    a = fitted(config, photos, tmp_path, home, seed=4)
+    b = fitted(config, photos, tmp_path, home, seed=4)
+    assert len(a.photo_paths) == 3 and a.photo_paths == b.photo_paths
+    assert set(a.photo_paths) <= set(photos)
+
+
+def test_translate_optimises_each_image_independently(tmp_path, home, photos):
+    method = fitted(ci_config(steps=4), photos, tmp_path, home)
+    x = painting_batch(seed=5, size=32, n=3)
+    together = method.translate(x)
+    for i in range(3):
+        alone = method.translate(x[i:i + 1])
+        torch.testing.assert_close(alone[0], together[i], rtol=0, atol=1e-6)
+    # swapping batch neighbours does not change an image's result either
+    swapped = method.translate(x[[2, 0, 1]])
+    torch.testing.assert_close(swapped[1], together[0], rtol=0, atol=1e-6)
+
+
+def test_translate_output_shape_range_and_effect(tmp_path, home, photos):
+    method = fitted(ci_config(steps=6, image_size=24), photos, tmp_path, home)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 40, 36))).float()
+    x_copy = x.clone()
+    y = method.translate(x)
+    assert torch.equal(x, x_copy)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert float(y.min()) >= -1 and float(y.max()) <= 1
+    # optimised at 24 px and upsampled back: a real change, not the input
+    assert float((y - x).abs().mean()) > 1e-3
+
+
+def test_stylise_lowers_the_style_loss(tmp_path, home, photos):
+    method = fitted(ci_config(steps=20), photos, tmp_path, home)
+    content = painting_batch(seed=6, size=32, n=1)
+    style = load_tensor(photos[0])[None]
+    vgg = method.vgg
+
+    def style_loss(img):
+        with torch.no_grad():
+            f, s = vgg(img, G.STYLE_LAYERS), vgg(style, G.STYLE_LAYERS)
+            return sum(float(G.style_layer_loss(f[k], G.gram(s[k]))) for k in G.STYLE_LAYERS)
+
+    out = method.stylise(content, style)
+    assert style_loss(out) < 0.5 * style_loss(content)
+
+
+def test_translate_before_fit_is_a_clear_error():
+    with pytest.raises(ArtshiftError, match="fit"):
+        G.Gatys(ci_config()).translate(painting_batch(n=1, size=32))
+
+
+def test_profiles():
+    for profile in ("ci", "smoke", "quick", "paper"):
+        config = G.Gatys.default_config(profile)
+        assert config.weights == "pretrained" and config.style_policy == "nearest"
+    with pytest.raises(ArtshiftError):
+        G.Gatys.default_config("fast")
