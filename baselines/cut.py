@@ -1,0 +1,371 @@
+"""CUT and FastCUT (Park, Efros, Zhang, Zhu, ECCV 2020): one-sided painting -> photo translation.
+
+Instead of CycleGAN's second generator and cycle loss, CUT keeps the content by *patchwise
+contrastive learning* (PatchNCE): a patch of the generated photo, embedded by the generator's
+own encoder and a small MLP head, must be closer to the embedding of the painting patch at the
+same location than to the other patches of that painting. Losses per iteration (as the
+reference ``cut_model.py`` computes them): LSGAN on the photo discriminator, PatchNCE on five
+encoder taps (weight ``lambda_NCE``), and for CUT the same PatchNCE between a photo and the
+generator's output for it ("identity NCE"), the two NCE terms averaged. FastCUT drops the
+identity term, weighs PatchNCE x10 and feeds a horizontally flipped painting half of the time
+while comparing against the unflipped one (flip equivariance). No image pool, Adam 2e-4
+(0.5, 0.999) for generator, discriminator and heads, CycleGAN's linear decay rule.
+
+Choices made where the reference leaves room (documented so they can be checked):
+
+- Encoder taps: ``networks.CUT_NCE_LAYERS`` (input, stem block, both downsampling blocks, first
+  residual block), CUT's indices 0, 4, 8, 12, 16 mapped by meaning onto the shared generator.
+  The input tap is the reflection-padded image; its 3-pixel border (copies of interior pixels)
+  is cropped before sampling so every tap covers exactly the image.
+- Patch locations are the *same* on every tap of one image (the reference draws an
+  independent permutation per tap): ``sample_locations`` draws distinct cells of the
+  coarsest tap's grid plus a uniform offset inside each cell, in normalised image coordinates
+  (y, x) in [0, 1); a tap with H x W cells takes ``floor(y * H), floor(x * W)``. Because the
+  taps' grids nest (sizes H, H/2, H/4), distinct coarse cells stay distinct on every tap, so
+  no patch is ever its own negative, and the patch count is ``min(num_patches, cells of the
+  coarsest tap)`` (256 at 64 px crops, the reference's per-tap cap). The locations are shared
+  by the images of a batch, as in the reference, and by the query and key features.
+- The MLP heads (Linear-ReLU-Linear, 256 dims, then L2 normalisation) are built in
+  ``__init__`` from the taps' channel counts (a dummy encoder pass), not on the first batch
+  as in the reference, so they exist before the optimiser is built and a checkpoint resumes
+  exactly. All networks use the shared N(0, 0.02) init (the reference uses Xavier for CUT).
+
+Training images and batches: CycleGAN's in-memory image set and ``batch(seed, iteration)``
+(one epoch = max(#paintings, #photos) iterations, per-epoch painting permutation, random
+photo, random crop and flip) are reused from ``baselines.cyclegan`` so both methods see the
+same data stream; the flip-equivariance coin is drawn from its own pure (seed, iteration) RNG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.cyclegan import CycleGAN
+from baselines.networks import (
+    CUT_NCE_LAYERS,
+    PatchDiscriminator,
+    ResnetGenerator,
+    init_weights,
+    lsgan_loss,
+    pad_to_multiple,
+    set_requires_grad,
+)
+from benchmark.errors import ArtshiftError
+from benchmark.method import RunContext, TrainData
+from benchmark.profiles import check_profile
+from benchmark.training import IterativeMethod
+
+
+@dataclass
+class CUTConfig:
+    """Defaults are CUT's published setting (the ``paper`` profile; the reference's train options)."""
+
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    ngf: int = 64
+    n_blocks: int = 9
+    ndf: int = 64
+    n_layers_D: int = 3
+    norm: str = "instance"
+    init_gain: float = 0.02
+    lambda_GAN: float = 1.0
+    lambda_NCE: float = 1.0
+    nce_idt: bool = True  # identity NCE on photos (CUT); FastCUT: off
+    flip_equivariance: bool = False  # FastCUT: on
+    nce_layers: tuple[str, ...] = CUT_NCE_LAYERS
+    num_patches: int = 256
+    netF_nc: int = 256  # MLP head width
+    nce_T: float = 0.07
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 1
+    n_epochs: int = 200
+    n_epochs_decay: int = 200
+    epoch_size: int | None = None  # iterations per epoch; None: max(#paintings, #photos) // batch_size
+    checkpoint_every: int = 1000
+
+
+@dataclass
+class FastCUTConfig(CUTConfig):
+    lambda_NCE: float = 10.0
+    nce_idt: bool = False
+    flip_equivariance: bool = True
+    n_epochs: int = 150
+    n_epochs_decay: int = 50
+
+
+# Settings per profile on top of the dataclass defaults (which are the paper's). The network
+# sizes and crops match CycleGAN's profiles so the methods are compared at equal capacity.
+PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "ci": dict(load_size=36, crop_size=32, ngf=8, n_blocks=2, ndf=8, netF_nc=32,
+               n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
+    # minutes on 2 CPU cores: the same 3000 iterations as CycleGAN smoke (a CUT iteration costs ~2/3 of
+    # a CycleGAN one, FastCUT ~2/5: measured side by side on 64 px crops)
+    "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
+                  n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
+    "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
+    "paper": dict(checkpoint_every=5000),
+}
+
+
+# --- PatchNCE ----------------------------------------------------------------------------------
+def patch_nce_loss(feat_q: torch.Tensor, feat_k: torch.Tensor, batch_size: int, tau: float = 0.07) -> torch.Tensor:
+    """Per-patch PatchNCE loss, shape [B*P]: cross-entropy of picking the positive key.
+
+    ``feat_q`` / ``feat_k``: [B*P, C] embeddings (row b*P + i = patch i of image b). For query
+    i of image b the logits are q_i.k_i / tau (positive, class 0) followed by q_i.k_j / tau
+    for the other patches j != i *of the same image* (the reference's default, where
+    negatives never come from other images of the batch). Keys are detached: gradients reach
+    the generator and head through the queries only, as in the reference.
+    """
+    n, dim = feat_q.shape
+    if n % batch_size:
+        raise ValueError(f"{n} patches do not split into {batch_size} images")
+    p = n // batch_size
+    feat_k = feat_k.detach()
+    l_pos = (feat_q * feat_k).sum(dim=1, keepdim=True)
+    q = feat_q.view(batch_size, p, dim)
+    k = feat_k.view(batch_size, p, dim)
+    l_neg = torch.bmm(q, k.transpose(1, 2))
+    diagonal = torch.eye(p, dtype=torch.bool, device=feat_q.device)[None]
+    l_neg = l_neg.masked_fill(diagonal, float("-inf")).view(n, p)  # the positive is not a negative
+    logits = torch.cat([l_pos, l_neg], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=feat_q.device), reduction="none")
+
+
+def sample_locations(grid: tuple[int, int], n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``min(n, H*W)`` normalised (y, x) locations in [0, 1), one per distinct cell of an H x W grid.
+
+    ``grid`` is the coarsest tap's size; see the module docstring for why cells are distinct.
+    """
+    h, w = grid
+    count = min(n, h * w)
+    cells = torch.randperm(h * w, generator=generator)[:count]
+    offset = torch.rand(count, 2, generator=generator, dtype=torch.float64)
+    rows = (cells // w).double()
+    cols = (cells % w).double()
+    return torch.stack([(rows + offset[:, 0]) / h, (cols + offset[:, 1]) / w], dim=1)
+
+
+def location_indices(locations: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Flat indices (row * W + col) of normalised locations on an H x W tap."""
+    h, w = size
+    rows = torch.clamp((locations[:, 0] * h).floor().long(), 0, h - 1)
+    cols = torch.clamp((locations[:, 1] * w).floor().long(), 0, w - 1)
+    return rows * w + cols
+
+
+def gather_patches(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] features at flat spatial ``indices`` -> [B*P, C] (image-major rows)."""
+    b, c = feature.shape[:2]
+    flat = feature.flatten(2).transpose(1, 2)  # [B, HW, C]
+    return flat[:, indices.to(feature.device), :].reshape(b * len(indices), c)
+
+
+class PatchHeads(nn.Module):
+    """One 2-layer MLP per encoder tap (Linear-ReLU-Linear), outputs L2-normalised."""
+
+    def __init__(self, channels: dict[str, int], width: int = 256):
+        super().__init__()
+        self.mlps = nn.ModuleDict({name: nn.Sequential(nn.Linear(c, width), nn.ReLU(), nn.Linear(width, width))
+                                   for name, c in channels.items()})
+
+    def forward(self, name: str, patches: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlps[name](patches), dim=1, eps=1e-7)
+
+
+class CUT(IterativeMethod):
+    name = "cut"
+    config_class: ClassVar[type] = CUTConfig
+
+    @classmethod
+    def default_config(cls, profile: str) -> Any:
+        return cls.config_class(**PROFILE_SETTINGS[check_profile(profile)])
+
+    def __init__(self, config: CUTConfig | None = None, device: torch.device | str = "cpu"):
+        super().__init__(config or self.config_class(), device)
+        c = self.config
+        if c.crop_size > c.load_size:
+            raise ArtshiftError(f"crop_size {c.crop_size} is larger than load_size {c.load_size}",
+                                hint="set load_size >= crop_size (the reference uses 286 / 256)")
+        if c.crop_size % 4:
+            raise ArtshiftError(f"crop_size {c.crop_size} is not a multiple of 4",
+                                hint="the generator downsamples twice by 2; use e.g. 32, 64, 128, 256")
+        if c.num_patches < 1 or c.nce_T <= 0:
+            raise ArtshiftError(f"{self.name}: num_patches must be >= 1 and nce_T > 0")
+        self.checkpoint_every = int(c.checkpoint_every)
+        self.G = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm).to(self.device)
+        try:
+            self.nce_layers = tuple(c.nce_layers)
+            self.G._check_layers(self.nce_layers)
+        except ValueError as exc:
+            raise ArtshiftError(f"{self.name}: bad nce_layers: {exc}") from None
+        self.D = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
+        self.F = PatchHeads(self._tap_channels(), c.netF_nc).to(self.device)
+        self.init_networks(torch.Generator().manual_seed(0))
+        betas = (c.beta1, c.beta2)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=c.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=c.lr, betas=betas)
+        self.opt_F = torch.optim.Adam(self.F.parameters(), lr=c.lr, betas=betas)
+        self._sizes: tuple[int, int] | None = None
+        self.paintings: torch.Tensor | None = None
+        self.photos: torch.Tensor | None = None
+
+    def _tap_channels(self) -> dict[str, int]:
+        """Channel count of every NCE tap, from one encoder pass on a blank image (no RNG used)."""
+        with torch.no_grad():
+            feats = self.G.encode(torch.zeros(1, 3, 8, 8, device=self.device), self.nce_layers)
+        return {name: int(f.shape[1]) for name, f in zip(self.nce_layers, feats, strict=True)}
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D, "F": self.F}
+
+    def init_networks(self, generator: torch.Generator) -> None:
+        for net in self.networks().values():
+            init_weights(net, self.config.init_gain, generator)
+
+    def setup(self, data: TrainData, run: RunContext) -> None:
+        self._sizes = (len(data.paintings), len(data.photos))
+        self.init_networks(torch.Generator().manual_seed(int(run.seed)))
+
+    # The in-memory image set, epoch bookkeeping, learning-rate rule and batch sampling are
+    # CycleGAN's (same attributes: config.load_size/crop_size/flip/batch_size/epoch_size,
+    # _sizes, paintings, photos, device), borrowed rather than copied.
+    epoch_size = CycleGAN.epoch_size
+    lr_at = CycleGAN.lr_at
+    _load = CycleGAN._load
+    _augment = CycleGAN._augment
+
+    def total_iterations(self) -> int:
+        return (self.config.n_epochs + self.config.n_epochs_decay) * self.epoch_size
+
+    def prepare(self, data: TrainData, run: RunContext) -> None:
+        self.paintings = self._load(data.paintings, data.skip_bad_images, "paintings", run)
+        self.photos = self._load(data.photos, data.skip_bad_images, "photos", run)
+        run.log.info("%s: %d paintings, %d photos at %d px", self.name, len(self.paintings), len(self.photos),
+                     self.config.load_size)
+
+    def batch(self, seed: int, iteration: int) -> dict[str, Any]:
+        """CycleGAN's painting/photo crops plus the flip-equivariance coin: pure in (seed, iteration)."""
+        out = dict(CycleGAN.batch(self, seed, iteration))
+        rng = np.random.default_rng([seed % 2**63, iteration, 0xF11B])
+        out["flip"] = bool(self.config.flip_equivariance and rng.random() < 0.5)
+        return out
+
+    # --- losses -----------------------------------------------------------------------------
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder taps of ``x``; the padded-input tap is cropped back to the image."""
+        feats = self.G.encode(x, self.nce_layers)
+        out = []
+        for name, f in zip(self.nce_layers, feats, strict=True):
+            if name == "pad":
+                top, bottom = self.G.pad.padding[2], self.G.pad.padding[3]
+                left, right = self.G.pad.padding[0], self.G.pad.padding[1]
+                f = f[..., top:f.shape[-2] - bottom, left:f.shape[-1] - right]
+            out.append(f)
+        return out
+
+    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+        """PatchNCE between source images and their translations, averaged over the taps.
+
+        ``flipped``: ``tgt`` was generated from the horizontally flipped ``src`` (FastCUT), so
+        its features are flipped back before being compared location by location.
+        """
+        c = self.config
+        feat_q = self._taps(tgt)
+        if flipped:
+            feat_q = [f.flip(-1) for f in feat_q]
+        with torch.no_grad():  # keys carry no gradient (detached in the loss) - skip the graph
+            feat_k = self._taps(src)
+        coarsest = min(feat_k, key=lambda f: f.shape[-2] * f.shape[-1])
+        locations = sample_locations(tuple(coarsest.shape[-2:]), c.num_patches)
+        total = torch.zeros((), device=src.device)
+        for name, q, k in zip(self.nce_layers, feat_q, feat_k, strict=True):
+            ids = location_indices(locations, tuple(k.shape[-2:]))
+            with torch.no_grad():
+                k_emb = self.F(name, gather_patches(k, ids))
+            q_emb = self.F(name, gather_patches(q, ids))
+            total = total + patch_nce_loss(q_emb, k_emb, src.shape[0], c.nce_T).mean() * c.lambda_NCE
+        return total / len(self.nce_layers)
+
+    def train_step(self, batch: dict[str, Any], iteration: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        lr = self.lr_at(iteration)
+        for opt in (self.opt_G, self.opt_D, self.opt_F):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        real_A, real_B, flipped = batch["A"], batch["B"], batch["flip"]
+        for net in self.networks().values():
+            net.train()
+        bs = real_A.shape[0]
+        real = torch.cat([real_A, real_B]) if c.nce_idt else real_A
+        if flipped:
+            real = real.flip(-1)
+        fake = self.G(real)
+        fake_B = fake[:bs]
+        idt_B = fake[bs:] if c.nce_idt else None
+
+        losses: dict[str, torch.Tensor] = {}
+        # discriminator
+        set_requires_grad([self.D], True)
+        self.opt_D.zero_grad(set_to_none=True)
+        losses["D_fake"] = lsgan_loss(self.D(fake_B.detach()), False)
+        losses["D_real"] = lsgan_loss(self.D(real_B), True)
+        (0.5 * (losses["D_fake"] + losses["D_real"])).backward()
+        self.opt_D.step()
+
+        # generator and heads
+        set_requires_grad([self.D], False)
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_F.zero_grad(set_to_none=True)
+        losses["G_GAN"] = lsgan_loss(self.D(fake_B), True) * c.lambda_GAN
+        losses["NCE"] = self.nce_loss(real_A, fake_B, flipped)
+        if c.nce_idt:
+            losses["NCE_Y"] = self.nce_loss(real_B, idt_B, flipped)
+            nce = 0.5 * (losses["NCE"] + losses["NCE_Y"])
+        else:
+            nce = losses["NCE"]
+        (losses["G_GAN"] + nce).backward()
+        self.opt_G.step()
+        self.opt_F.step()
+        set_requires_grad([self.D], True)
+        return {k: v.detach() for k, v in losses.items()}
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {k: net.state_dict() for k, net in self.networks().items()}
+        state.update(opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(), opt_F=self.opt_F.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, net in self.networks().items():
+            net.load_state_dict(state[key])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.opt_F.load_state_dict(state["opt_F"])
+
+    # --- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor) -> torch.Tensor:
+        """Paintings -> photos at the images' own size (padded to a multiple of 4 and cropped back)."""
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            x, (h, w) = pad_to_multiple(images.to(self.device, torch.float32), 4)
+            out = self.G(x)[..., :h, :w]
+        finally:
+            self.G.train(was_training)
+        return out.to(images.device)
+
+
+class FastCUT(CUT):
+    name = "fastcut"
+    config_class: ClassVar[type] = FastCUTConfig
