@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmark import registry
@@ -56,12 +57,14 @@ class Weights(str, Enum):
 
 
 def _metrics_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for col in ("metric", "value", "n fake", "n real", "extractor"):
-        table.add_column(col, justify="right" if col in ("value", "n fake", "n real") else "left")
+        table.add_column(col, justify="right" if col in ("value", "n fake", "n real") else "left",
+                         overflow="fold")  # never truncate a weights label
     for r in rows:
         value = f"{r['value']:.4f}" + (f" +- {r['std']:.4f}" if r.get("std") is not None else "")
-        table.add_row(r["display_name"], value, str(r["n_fake"]), str(r["n_real"]), r["extractor_id"])
+        # escape: rich would otherwise eat "[random-init]" as a markup tag
+        table.add_row(escape(r["display_name"]), value, str(r["n_fake"]), str(r["n_real"]), escape(r["extractor_id"]))
     return table
 
 
@@ -70,7 +73,7 @@ def methods_cmd() -> None:
     """List the registered methods, one line each."""
     width = max(len(n) for n in registry.methods.names())
     for e in registry.methods.entries():
-        out.print(f"{e.name:<{width}}  {e.summary}", highlight=False)
+        out.print(escape(f"{e.name:<{width}}  {e.summary}"), highlight=False)
 
 
 @app.command("run")
@@ -98,11 +101,11 @@ def run_cmd(
                   home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
                   skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
     state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
-    out.print(f"run {res.run_id} {state}: {res.run_dir}", highlight=False)
+    out.print(escape(f"run {res.run_id} {state}: {res.run_dir}"), highlight=False)
     if res.timings:
         out.print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()), highlight=False)
     if res.skipped:
-        err.print(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}")
+        err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
     out.print(_metrics_table(res.metrics, f"{method} / {artist} / {profile} / seed {seed}"))
 
 
@@ -124,7 +127,7 @@ def eval_cmd(
     res = evaluate_folder(images, artist, name, data_root=data_root, home=home, weights=weights.value,
                           skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
     if res.skipped:
-        err.print(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}")
+        err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
     out.print(_metrics_table(res.metrics, f"{name} / {artist}"))
 
 
@@ -143,7 +146,7 @@ def leaderboard_cmd(
     text = leaderboard.to_markdown(leaderboard.build(df)) if fmt is Fmt.md else leaderboard.to_csv(df)
     if output:
         output.write_text(text)
-        out.print(f"wrote {output}")
+        out.print(escape(f"wrote {output}"))
     else:
         sys.stdout.write(text)
 
@@ -161,7 +164,7 @@ def data_list() -> None:
     for name, m in data.load_manifests(home).items():
         present = (root / name).is_dir()
         counts = ", ".join(f"{k} {v}" for k, v in m.counts.items())
-        table.add_row(name, m.artist, counts, str(root / name) if present else "-")
+        table.add_row(name, m.artist, counts, escape(str(root / name)) if present else "-")
     out.print(table)
 
 
@@ -174,7 +177,7 @@ def data_fetch(name: str, data_root: Optional[Path] = DataRoot, home: Optional[P
     from benchmark import data, paths
 
     path = data.fetch_dataset(name, paths.data_root(data_root), paths.home(home), force=force, archive=archive)
-    out.print(f"{name} ready at {path}")
+    out.print(escape(f"{name} ready at {path}"))
 
 
 @data_app.command("verify")
@@ -184,7 +187,7 @@ def data_verify(name: str, data_root: Optional[Path] = DataRoot, home: Optional[
 
     report = data.verify_dataset(name, paths.data_root(data_root), paths.home(home), progress=True)
     for line in report.lines():
-        out.print(line, highlight=False)
+        out.print(escape(line), highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -200,7 +203,7 @@ def weights_list() -> None:
     for col in cols:
         table.add_column(col)
     for r in rows:
-        table.add_row(*[str(r[c]) for c in cols])
+        table.add_row(*[escape(str(r[c])) for c in cols])
     out.print(table)
 
 
@@ -209,7 +212,7 @@ def weights_fetch(name: str) -> None:
     """Download a known weight file and verify its sha256."""
     from benchmark import weights
 
-    out.print(f"{name}: {weights.fetch(name)}")
+    out.print(escape(f"{name}: {weights.fetch(name)}"))
 
 
 @weights_app.command("import")
@@ -217,7 +220,7 @@ def weights_import(name: str, path: Path) -> None:
     """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
     from benchmark import weights
 
-    out.print(f"{name}: {weights.import_file(name, path)}")
+    out.print(escape(f"{name}: {weights.import_file(name, path)}"))
 
 
 @weights_app.command("verify")
@@ -225,7 +228,7 @@ def weights_verify(name: str) -> None:
     """Re-hash a weight file and compare with the known or pinned sha256."""
     from benchmark import weights
 
-    out.print(f"{name}: sha256 {weights.verify(name)} OK")
+    out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
 
 
 def main() -> None:
@@ -233,7 +236,7 @@ def main() -> None:
     try:
         app()
     except ArtshiftError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume")
