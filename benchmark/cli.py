@@ -33,8 +33,9 @@ try:  # the memory-bank commands live with the method that owns them
 except ModuleNotFoundError:  # pragma: no cover - only while the method is absent
     pass
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# piped output (CI logs, files) gets room for full extractor ids instead of rich's 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DataRoot = typer.Option(None, "--data-root", help="dataset root (default: $ARTSHIFT_DATA, else the user cache)")
 Home = typer.Option(None, "--home", help="where runs, caches and results go (default: $ARTSHIFT_HOME)")
