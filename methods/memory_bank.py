@@ -1,0 +1,727 @@
+"""Memory banks of real photo patches: build once, cache by fingerprint, search every iteration.
+
+Why the bank stores images, not patches: every patch of every scale is a window of a training
+photo, so keeping the resized photos as uint8 (plus the patch grid arithmetic) reproduces any
+patch exactly at 1 byte per pixel. The paper-size bank (~10 M patches of 768 floats, ~32 GB)
+then costs ~1.2 GB of images plus whatever the search index needs, and a compressed index
+(IVF-PQ) can be re-ranked exactly from the images.
+
+Why the default search geometry is the loss's own (patches centred by the bank mean and
+L2-normalised, inner product): the contextual loss ranks real patches by centred cosine, so
+neighbours found in that geometry are the ones the loss cares about. The official code
+searches raw patches by L2 (``geometry="l2"``), kept for parity.
+
+Layout under ``<cache>/banks/<fingerprint>/``: ``meta.json``, ``images.npy`` (uint8
+[N, S, S, 3]) and per scale ``p<patch>s<stride>/<class>/{index.faiss, mean.npy, ids.npy}``,
+where class ``all`` is the class-agnostic bank and ``c<label>`` the semantic ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchmark.errors import ArtshiftError
+
+FORMAT_VERSION = 1
+DEFAULT_SCALES = "16:6,8:5"
+GEOMETRIES = ("cosine", "l2")
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+BACKENDS = ("auto", "faiss", "torch")
+ALL = "all"
+BACKGROUND = 0  # label of the background class in mask PNGs (the official code's class 0)
+
+log = logging.getLogger("artshift.bank")
+
+
+# ----------------------------------------------------------------------------- configuration
+def parse_scales(text: str | Sequence[Any]) -> tuple[tuple[int, int], ...]:
+    """``"16:6,8:5"`` (or ``[(16, 6), (8, 5)]``) -> ``((16, 6), (8, 5))`` after checking them."""
+    if isinstance(text, str):
+        items = [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
+        pairs = []
+        for item in items:
+            patch, sep, stride = item.partition(":")
+            try:
+                pairs.append((int(patch), int(stride)))
+            except ValueError:
+                raise ArtshiftError(f"bad patch scale {item!r} in {text!r}",
+                                    hint="write scales as patch:stride pairs, e.g. 16:6,8:5") from None
+            if not sep:
+                raise ArtshiftError(f"bad patch scale {item!r} in {text!r}",
+                                    hint="write scales as patch:stride pairs, e.g. 16:6,8:5")
+    else:
+        pairs = [(int(a), int(b)) for a, b in text]
+    if not 1 <= len(pairs) <= 3:
+        raise ArtshiftError(f"{len(pairs)} patch scales given: 1 to 3 are supported",
+                            hint="e.g. --scales 16:6,8:5 or 16:6,8:5,4:3")
+    for patch, stride in pairs:
+        if patch < 2 or stride < 1:
+            raise ArtshiftError(f"bad patch scale {patch}:{stride}", hint="patch >= 2 and stride >= 1")
+    if len(set(pairs)) != len(pairs):
+        raise ArtshiftError(f"repeated patch scale in {pairs}")
+    return tuple(pairs)
+
+
+def format_scales(scales: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{p}:{s}" for p, s in scales)
+
+
+@dataclass(frozen=True)
+class BankSpec:
+    """Everything that decides the bank's content; its JSON (+ data hashes) is the cache key.
+
+    ``index="auto"``: exact flat search up to ``exact_max`` patches, HNSW above, IVF-PQ when
+    HNSW would not fit ``memory_gb``; any bank still over budget is subsampled (seeded).
+    ``ivf_nlist=0`` means 4 sqrt(N) lists; ``pq_m=0`` means one sub-quantiser per 8 dims.
+    ``refine`` re-ranks ``k * refine`` PQ candidates exactly from the stored images.
+    """
+
+    image_size: int
+    scales: tuple[tuple[int, int], ...] = ((16, 6), (8, 5))
+    geometry: str = "cosine"
+    index: str = "auto"
+    exact_max: int = 50_000
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 64
+    ivf_nlist: int = 0
+    nprobe: int = 16
+    pq_m: int = 0
+    pq_bits: int = 8
+    refine: int = 4
+    memory_gb: float = 8.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", parse_scales(self.scales))
+        if self.geometry not in GEOMETRIES:
+            raise ArtshiftError(f"unknown search geometry {self.geometry!r} (known: {', '.join(GEOMETRIES)})",
+                                hint="cosine = the loss's centred cosine (default); l2 = raw patches (official code)")
+        if self.index not in INDEX_TYPES:
+            raise ArtshiftError(f"unknown bank index {self.index!r} (known: {', '.join(INDEX_TYPES)})")
+        for patch, _ in self.scales:
+            if patch > self.image_size:
+                raise ArtshiftError(f"patch size {patch} is larger than the {self.image_size}px training images")
+        if self.memory_gb <= 0:
+            raise ArtshiftError(f"bank memory budget {self.memory_gb} GB must be positive")
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["scales"] = [list(s) for s in self.scales]
+        return d
+
+
+def grid(image_size: int, patch: int, stride: int) -> int:
+    """Patch positions along one side (the windows ``unfold`` takes; the border remainder is dropped)."""
+    return (image_size - patch) // stride + 1
+
+
+def fingerprint_files(paths: Sequence[Path]) -> str:
+    from benchmark.data import fingerprint
+
+    return fingerprint(list(paths))
+
+
+def bank_fingerprint(spec: BankSpec, photos_fp: str, masks_fp: str | None = None) -> str:
+    """Cache key: photo set content, masks, and every spec field (sizes, scales, geometry, index)."""
+    key = {"format": FORMAT_VERSION, "photos": photos_fp, "masks": masks_fp, "resize": "pil-bicubic",
+           "spec": spec.to_json()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- images and patches
+def load_resized(paths: Sequence[Path], size: int, skip_bad: bool = False,
+                 progress: bool = False) -> tuple[np.ndarray, list[Path]]:
+    """Photos as uint8 [N, size, size, 3] (PIL bicubic), plus the files actually used."""
+    from PIL import Image
+
+    from benchmark.data import BadImageError, load_image
+
+    out, used = [], []
+    it = paths
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(paths, desc="bank: load photos", leave=False, dynamic_ncols=True)
+    for p in it:
+        try:
+            img = load_image(Path(p))
+        except BadImageError:
+            if not skip_bad:
+                raise
+            continue
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        out.append(np.asarray(img, dtype=np.uint8))
+        used.append(Path(p))
+    if not out:
+        raise ArtshiftError("no usable photos to build the memory bank from")
+    return np.stack(out), used
+
+
+def load_masks(paths: Sequence[Path], masks_dir: Path, size: int) -> np.ndarray:
+    """Label maps ``<masks_dir>/<image stem>.png`` resized (nearest) to ``size``; -1 where missing."""
+    from PIL import Image
+
+    out = np.full((len(paths), size, size), -1, dtype=np.int32)
+    for i, p in enumerate(paths):
+        mp = Path(masks_dir) / f"{Path(p).stem}.png"
+        if mp.exists():
+            with Image.open(mp) as m:
+                if m.mode not in ("L", "P", "I", "I;16"):
+                    raise ArtshiftError(f"mask {mp} is {m.mode}: expected a single-channel PNG label map")
+                m = m.resize((size, size), Image.NEAREST)
+                out[i] = np.asarray(m, dtype=np.int32)
+    return out
+
+
+def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC or NCHW -> float in [-1, 1] (same arithmetic as ToTensor + Normalize(0.5, 0.5))."""
+    return images_uint8.float() / 127.5 - 1.0
+
+
+def unfold_patches(images: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, L, C*patch*patch], rows in raster order, vector order (C, y, x)."""
+    return F.unfold(images, kernel_size=patch, stride=stride).transpose(1, 2)
+
+
+def patch_classes(labels: torch.Tensor, patch: int, stride: int, classes: Sequence[int]) -> dict[int, torch.Tensor]:
+    """For each class c, a bool [B, L]: at least half the patch's pixels have label c."""
+    out = {}
+    for c in classes:
+        frac = F.avg_pool2d((labels == c).float().unsqueeze(1), patch, stride)  # [B,1,gh,gw]
+        out[int(c)] = (frac.flatten(1) >= 0.5)
+    return out
+
+
+def geometry_vectors(raw: torch.Tensor, mean: torch.Tensor, geometry: str) -> torch.Tensor:
+    """Raw patch vectors -> the space the index searches (centred unit vectors, or raw)."""
+    if geometry == "cosine":
+        return F.normalize(raw - mean, dim=-1)
+    return raw
+
+
+# ----------------------------------------------------------------------------- index construction
+def _pq_m(dim: int, spec: BankSpec) -> int:
+    m = spec.pq_m or max(1, dim // 8)
+    while dim % m:
+        m -= 1
+    return m
+
+
+def _nlist(n: int, spec: BankSpec) -> int:
+    nlist = spec.ivf_nlist or int(round(4 * math.sqrt(n)))
+    return int(max(1, min(nlist, n // 39 if n >= 39 else 1, 65536)))
+
+
+def bytes_per_vector(kind: str, dim: int, spec: BankSpec) -> float:
+    """What one indexed vector costs in memory (plus 8 bytes of id map), for the budget."""
+    if kind == "flat":
+        b = 4 * dim
+    elif kind == "hnsw":
+        b = 4 * dim + 2 * spec.hnsw_m * 4 * 1.1
+    elif kind == "ivf":
+        b = 4 * dim + 8
+    else:
+        b = _pq_m(dim, spec) * spec.pq_bits / 8 + 8
+    return b + 8
+
+
+def plan(spec: BankSpec, n_images: int, counts: dict[tuple[int, int], int]) -> dict[str, Any]:
+    """Choose index kind per scale and the kept fraction so that the whole bank fits the budget."""
+    budget = spec.memory_gb * 1024**3
+    image_bytes = n_images * spec.image_size**2 * 3
+    dims = {s: 3 * s[0] ** 2 for s in counts}
+
+    def kinds_for(prefer_pq: bool) -> dict:
+        out = {}
+        for s, n in counts.items():
+            if spec.index != "auto":
+                out[s] = spec.index
+            elif n <= spec.exact_max:
+                out[s] = "flat"
+            else:
+                out[s] = "ivfpq" if prefer_pq else "hnsw"
+        return out
+
+    def cost(kinds: dict) -> float:
+        return sum(counts[s] * bytes_per_vector(kinds[s], dims[s], spec) for s in counts)
+
+    kinds = kinds_for(False)
+    if spec.index == "auto" and image_bytes + cost(kinds) > budget:
+        kinds = kinds_for(True)
+    need = cost(kinds)
+    keep = 1.0 if image_bytes + need <= budget else max(0.0, (budget - image_bytes) / need)
+    if keep <= 0:
+        raise ArtshiftError(f"the bank's {image_bytes / 1024**3:.1f} GB of resized photos alone exceed the "
+                            f"{spec.memory_gb} GB bank budget",
+                            hint="raise the budget (bank_memory_gb) or use fewer / smaller training images")
+    return {"kinds": kinds, "keep": keep, "image_bytes": image_bytes,
+            "index_bytes": need * min(1.0, keep), "budget_bytes": budget}
+
+
+def _factory(kind: str, dim: int, n: int, spec: BankSpec) -> str:
+    if kind == "flat":
+        return "Flat"
+    if kind == "hnsw":
+        return f"HNSW{spec.hnsw_m},Flat"
+    nlist = _nlist(n, spec)
+    quant = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
+    if kind == "ivf":
+        return f"{quant},Flat"
+    return f"{quant},PQ{_pq_m(dim, spec)}x{spec.pq_bits}"
+
+
+def set_search_params(index: Any, kind: str, spec: BankSpec) -> None:
+    import faiss
+
+    if kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efSearch = spec.ef_search
+    elif kind in ("ivf", "ivfpq"):
+        faiss.extract_index_ivf(index).nprobe = spec.nprobe
+
+
+# ----------------------------------------------------------------------------- searchable bank
+class ClassIndex:
+    """One searchable set of patches (one scale, one class): index + kept ids + bank mean."""
+
+    def __init__(self, scale: "ScaleBank", name: str, index: Any, ids: np.ndarray, mean: np.ndarray,
+                 kind: str, backend: str, device: torch.device):
+        self.scale, self.name, self.index, self.kind = scale, name, index, kind
+        self.ids = ids.astype(np.int64)
+        self.mean = torch.from_numpy(mean.astype(np.float32)).to(device)
+        self.backend = backend
+        self.device = device
+        self._matrix: torch.Tensor | None = None
+        self._ids_t: torch.Tensor | None = None
+        self._sqnorm: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_search(self, raw: torch.Tensor) -> torch.Tensor:
+        return geometry_vectors(raw, self.mean.to(raw.device), self.scale.geometry)
+
+    def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        """Global patch ids [n, k] of each query's k nearest (queries already in search geometry)."""
+        k = min(k, len(self.ids))
+        if self.backend == "torch":
+            return self._torch_search(queries, k)
+        refine = self.scale.spec.refine if self.kind == "ivfpq" else 1
+        kk = min(len(self.ids), k * max(1, refine))
+        q = queries.detach().float().cpu().contiguous().numpy()
+        _, pos = self.index.search(q, kk)
+        pos_t = torch.from_numpy(pos)
+        ids = torch.from_numpy(self.ids)[pos_t.clamp_min(0)]
+        ids[pos_t < 0] = -1
+        if kk > k:
+            ids = self._rerank(queries.detach().float().cpu(), ids, k)
+        return ids.to(queries.device)
+
+    def _rerank(self, q: torch.Tensor, ids: torch.Tensor, k: int) -> torch.Tensor:
+        """Exact re-ranking of compressed-index candidates from the stored photos."""
+        n, kk = ids.shape
+        valid = ids >= 0
+        cand = self.scale.gather(ids.clamp_min(0).flatten()).cpu()
+        vec = self.to_search(cand).view(n, kk, -1)
+        if self.scale.geometry == "cosine":
+            score = (vec @ q.unsqueeze(-1)).squeeze(-1)
+        else:
+            score = -((vec - q.unsqueeze(1)) ** 2).sum(-1)
+        score[~valid] = -float("inf")
+        top = score.topk(k, dim=1).indices
+        return ids.gather(1, top)
+
+    def matrix(self) -> torch.Tensor:
+        """All kept vectors in search geometry on the bank's device (torch exact search)."""
+        if self._matrix is None:
+            chunks = []
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            for start in range(0, len(self.ids), 65536):
+                ids = torch.from_numpy(self.ids[start:start + 65536]).to(self.device)
+                chunks.append(self.to_search(self.scale.gather(ids)).to(dtype))
+            self._matrix = torch.cat(chunks)
+            self._ids_t = torch.from_numpy(self.ids).to(self.device)
+            self._sqnorm = (self._matrix.float() ** 2).sum(1)
+        return self._matrix
+
+    def _torch_search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        m = self.matrix()
+        q = queries.detach().to(self.device, m.dtype)
+        if self.scale.geometry == "cosine":
+            score = q @ m.T
+        else:
+            score = 2 * (q @ m.T).float() - self._sqnorm
+        pos = score.float().topk(k, dim=1).indices
+        return self._ids_t[pos]
+
+
+class ScaleBank:
+    """The banks of one patch scale: the class-agnostic one plus optional semantic ones."""
+
+    def __init__(self, bank: "MemoryBank", patch: int, stride: int):
+        self.bank, self.patch, self.stride = bank, patch, stride
+        self.spec = bank.spec
+        self.geometry = bank.spec.geometry
+        self.side = grid(bank.spec.image_size, patch, stride)
+        self.per_image = self.side**2
+        self.dim = 3 * patch * patch
+        self.classes: dict[str, ClassIndex] = {}
+
+    @property
+    def key(self) -> str:
+        return f"p{self.patch}s{self.stride}"
+
+    def index_for(self, label: int | None) -> ClassIndex:
+        """The class's bank; a class the photos lack falls back to background, then to all patches."""
+        if label is not None:
+            for name in (f"c{label}", f"c{BACKGROUND}"):
+                if name in self.classes:
+                    return self.classes[name]
+        return self.classes[ALL]
+
+    def gather(self, ids: torch.Tensor) -> torch.Tensor:
+        """Raw patch vectors in [-1, 1] for global patch ids (image, row, col in raster order)."""
+        images = self.bank.images_t
+        ids = ids.to(images.device)
+        img = ids // self.per_image
+        rest = ids % self.per_image
+        y = (rest // self.side) * self.stride
+        x = (rest % self.side) * self.stride
+        ar = torch.arange(self.patch, device=images.device)
+        ch = torch.arange(3, device=images.device)
+        rows = (y[:, None] + ar)[:, None, :, None]
+        cols = (x[:, None] + ar)[:, None, None, :]
+        patches = images[img[:, None, None, None], ch[None, :, None, None], rows, cols]  # [M,3,p,p]
+        return to_unit(patches).flatten(1)
+
+
+class MemoryBank:
+    """A built bank loaded for searching: resized photos plus one ``ScaleBank`` per scale."""
+
+    def __init__(self, root: Path, spec: BankSpec, meta: dict[str, Any], images: np.ndarray,
+                 device: torch.device):
+        self.root, self.spec, self.meta, self.device = Path(root), spec, meta, device
+        self.images_t = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+        self.scales: list[ScaleBank] = [ScaleBank(self, p, s) for p, s in spec.scales]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def load(cls, root: Path, device: torch.device | str = "cpu", backend: str = "auto") -> "MemoryBank":
+        import faiss
+
+        root = Path(root)
+        try:
+            meta = json.loads((root / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtshiftError(f"memory bank at {root} is unreadable ({exc})",
+                                hint="delete that folder; the bank is rebuilt on the next run") from None
+        d = dict(meta["spec"])
+        d["scales"] = tuple(tuple(s) for s in d["scales"])
+        spec = BankSpec(**d)
+        device = torch.device(device)
+        bank = cls(root, spec, meta, np.load(root / "images.npy"), device)
+        chosen = resolve_backend(backend, device)
+        gpu_res = None
+        for sb in bank.scales:
+            for name, info in meta["scales"][sb.key]["classes"].items():
+                folder = root / sb.key / name
+                kind = info["kind"]
+                index = faiss.read_index(str(folder / "index.faiss"))
+                set_search_params(index, kind, spec)
+                be = chosen
+                if be == "faiss-gpu":
+                    if kind == "hnsw":  # faiss has no GPU HNSW: keep it on the CPU
+                        be = "faiss"
+                    else:
+                        gpu_res = gpu_res or faiss.StandardGpuResources()
+                        index = faiss.index_cpu_to_gpu(gpu_res, device.index or 0, index)
+                        be = "faiss"
+                sb.classes[name] = ClassIndex(sb, name, index, np.load(folder / "ids.npy"),
+                                              np.load(folder / "mean.npy"), kind, be, device)
+        return bank
+
+    def describe(self) -> str:
+        m = self.meta
+        parts = [f"bank {self.fingerprint} at {self.root}",
+                 f"  {m['n_images']} photos at {self.spec.image_size}px, geometry {self.spec.geometry}, "
+                 f"{m['total_bytes'] / 1024**2:.0f} MB on disk, built in {m['build_seconds']:.1f}s"]
+        for sb in self.scales:
+            s = m["scales"][sb.key]
+            a = s["classes"][ALL]
+            rec = s.get("recall")
+            rtxt = (f"recall@{rec['k']} {rec['recall']:.3f} on {rec['n_queries']} queries ({rec['queries']})"
+                    if rec else "recall not measured")
+            parts.append(f"  {sb.patch}:{sb.stride}  {a['n']:,} of {s['n_patches']:,} patches, {a['factory']}, "
+                         f"index {a['bytes'] / 1024**2:.0f} MB, built in {a['seconds']:.1f}s, {rtxt}"
+                         + (f", {len(s['classes']) - 1} class banks" if len(s["classes"]) > 1 else ""))
+        return "\n".join(parts)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """faiss on the CPU; the faiss GPU index with CUDA + faiss-gpu; exact torch search with CUDA only."""
+    if backend not in BACKENDS:
+        raise ArtshiftError(f"unknown search backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend == "torch":
+        return "torch"
+    if device.type == "cuda":
+        import faiss
+
+        if hasattr(faiss, "StandardGpuResources"):
+            return "faiss-gpu"
+        if backend == "auto":
+            return "torch"
+    return "faiss"
+
+
+# ----------------------------------------------------------------------------- building
+def _patch_vectors(images: np.ndarray, start: int, stop: int, patch: int, stride: int) -> torch.Tensor:
+    x = to_unit(torch.from_numpy(images[start:stop]).permute(0, 3, 1, 2))
+    return unfold_patches(x, patch, stride).reshape(-1, 3 * patch * patch)
+
+
+def _iter_vectors(images: np.ndarray, patch: int, stride: int, chunk_images: int):
+    """(first global id, raw vectors) chunks over all photos, so no step holds the whole bank twice."""
+    per = grid(images.shape[1], patch, stride) ** 2
+    for start in range(0, len(images), chunk_images):
+        stop = min(len(images), start + chunk_images)
+        yield start * per, _patch_vectors(images, start, stop, patch, stride)
+
+
+def _exact_topk(images: np.ndarray, patch: int, stride: int, queries: torch.Tensor, mean: torch.Tensor,
+                geometry: str, k: int, chunk_images: int) -> torch.Tensor:
+    """Ground truth for recall: exact k-NN over every patch of every photo, streamed."""
+    best_s = torch.full((len(queries), k), -float("inf"))
+    best_i = torch.full((len(queries), k), -1, dtype=torch.long)
+    q = queries.float()
+    for first, raw in _iter_vectors(images, patch, stride, chunk_images):
+        v = geometry_vectors(raw, mean, geometry)
+        s = q @ v.T if geometry == "cosine" else 2 * q @ v.T - (v * v).sum(1)
+        top = s.topk(min(k, s.shape[1]), dim=1)
+        cat_s = torch.cat([best_s, top.values.float()], 1)
+        cat_i = torch.cat([best_i, top.indices + first], 1)
+        sel = cat_s.topk(k, dim=1).indices
+        best_s, best_i = cat_s.gather(1, sel), cat_i.gather(1, sel)
+    return best_i
+
+
+def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, train_vectors: torch.Tensor):
+    import faiss
+
+    metric = faiss.METRIC_INNER_PRODUCT if spec.geometry == "cosine" else faiss.METRIC_L2
+    factory = _factory(kind, dim, n, spec)
+    index = faiss.index_factory(dim, factory, metric)
+    if kind == "hnsw":
+        faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
+    if not index.is_trained:
+        index.train(np.ascontiguousarray(train_vectors.numpy(), dtype=np.float32))
+    for vec in vectors_iter:
+        index.add(np.ascontiguousarray(vec.numpy(), dtype=np.float32))
+    set_search_params(index, kind, spec)
+    return index, factory
+
+
+def build_bank(photos: Sequence[Path], spec: BankSpec, cache_dir: Path, *, masks_dir: Path | None = None,
+               query_images: Sequence[Path] | None = None, recall_k: int = 5, recall_queries: int = 1000,
+               skip_bad: bool = False, progress: bool = False, device: torch.device | str = "cpu",
+               backend: str = "auto", logger: logging.Logger | None = None) -> MemoryBank:
+    """Load the bank for ``photos`` + ``spec`` from ``<cache_dir>/banks/<fingerprint>``, building it if missing.
+
+    ``query_images`` (e.g. the artist's training paintings) provide the recall sample; without
+    them, patches of a few bank photos are used. The build writes to a temporary folder renamed
+    into place, so an interrupted build leaves nothing that looks finished.
+    """
+    logger = logger or log
+    photos = [Path(p) for p in photos]
+    masks_fp = None
+    if masks_dir is not None:
+        masks = sorted(Path(masks_dir).glob("*.png"))
+        if not masks:
+            raise ArtshiftError(f"masks folder {masks_dir} holds no PNG label maps",
+                                hint="name them <image stem>.png, one label per pixel (0 = background)")
+        masks_fp = fingerprint_files(masks)
+    fp = bank_fingerprint(spec, fingerprint_files(photos), masks_fp)
+    root = Path(cache_dir) / "banks" / fp
+    if not (root / "meta.json").exists():
+        logger.info("building memory bank %s under %s", fp, root)
+        _build(root, photos, spec, masks_dir, query_images, recall_k, recall_queries, skip_bad, progress, logger)
+    return MemoryBank.load(root, device=device, backend=backend)
+
+
+def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | None,
+           query_images: Sequence[Path] | None, recall_k: int, recall_queries: int, skip_bad: bool,
+           progress: bool, logger: logging.Logger) -> None:
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(spec.seed)
+    images, used = load_resized(photos, spec.image_size, skip_bad=skip_bad, progress=progress)
+    labels = load_masks(used, masks_dir, spec.image_size) if masks_dir is not None else None
+    n_img = len(images)
+    tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        np.save(tmp / "images.npy", images)
+        # semantic banks roughly double what is indexed (every patch is also in its class bank)
+        factor = 2 if labels is not None else 1
+        counts = {s: factor * n_img * grid(spec.image_size, *s) ** 2 for s in spec.scales}
+        budget = plan(spec, n_img, counts)
+        meta: dict[str, Any] = {"format": FORMAT_VERSION, "spec": spec.to_json(), "n_images": n_img,
+                                "skipped": [str(p) for p in photos if p not in set(used)],
+                                "masks_dir": str(masks_dir) if masks_dir else None,
+                                "budget": budget | {"kinds": {format_scales([s]): k for s, k in budget["kinds"].items()}},
+                                "scales": {}}
+        chunk = max(1, 200_000 // max(counts[s] // n_img for s in spec.scales))
+        q_raw_by_scale = _recall_queries(query_images, images, spec, recall_queries, rng, skip_bad)
+        for patch, stride in spec.scales:
+            key = f"p{patch}s{stride}"
+            kind = budget["kinds"][(patch, stride)]
+            dim = 3 * patch * patch
+            per = grid(spec.image_size, patch, stride) ** 2
+            total = n_img * per
+            groups: dict[str, np.ndarray] = {ALL: np.arange(total, dtype=np.int64)}
+            if labels is not None:
+                lab = torch.from_numpy(labels)
+                present = sorted(int(c) for c in np.unique(labels) if c >= 0)
+                for c, m in patch_classes(lab, patch, stride, present).items():
+                    ids = np.flatnonzero(m.flatten().numpy())
+                    if len(ids):
+                        groups[f"c{c}"] = ids
+            smeta: dict[str, Any] = {"n_patches": total, "dim": dim, "classes": {}}
+            for name, ids in groups.items():
+                t0 = time.perf_counter()
+                keep = budget["keep"]
+                if keep < 1.0:
+                    ids = np.sort(rng.choice(ids, size=max(1, int(len(ids) * keep)), replace=False))
+                mean = _mean(images, patch, stride, ids, chunk)
+                mean_t = torch.from_numpy(mean)
+                kk = kind if len(ids) >= _min_trainable(kind, spec) else "flat"
+                sub_dir = tmp / key / name
+                sub_dir.mkdir(parents=True)
+                train = _sample_vectors(images, patch, stride, ids, mean_t, spec, rng, kk)
+                vec_iter = _kept_vectors(images, patch, stride, ids, mean_t, spec.geometry, chunk)
+                index, factory = _build_index(kk, vec_iter, len(ids), dim, spec, train)
+                import faiss
+
+                faiss.write_index(index, str(sub_dir / "index.faiss"))
+                np.save(sub_dir / "ids.npy", ids)
+                np.save(sub_dir / "mean.npy", mean)
+                smeta["classes"][name] = {"n": int(len(ids)), "kind": kk, "factory": factory,
+                                          "bytes": (sub_dir / "index.faiss").stat().st_size,
+                                          "seconds": time.perf_counter() - t0}
+                logger.info("bank %s %s: %d patches, %s, %.1fs", key, name, len(ids), factory,
+                            smeta["classes"][name]["seconds"])
+            meta["scales"][key] = smeta
+        meta["build_seconds"] = time.perf_counter() - t_start
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        # Recall needs a loaded bank (it searches exactly as training does), so measure it on the temp copy.
+        bank = MemoryBank.load(tmp, device="cpu", backend="faiss")
+        for sb in bank.scales:
+            q_raw = q_raw_by_scale[(sb.patch, sb.stride)]
+            meta["scales"][sb.key]["recall"] = measure_recall(sb, images, q_raw, recall_k, chunk,
+                                                              source=q_raw_by_scale["source"])
+        meta["recall_seconds"] = time.perf_counter() - t_start - meta["build_seconds"]
+        meta["total_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        _write_json_atomic(tmp / "meta.json", meta)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / "meta.json").exists():  # a half-finished folder from someone else: replace it
+                shutil.rmtree(root, ignore_errors=True)
+                os.rename(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _kept_vectors(images, patch, stride, ids, mean, geometry, chunk):
+    """Search-geometry vectors of the kept ids, in id order, chunk by chunk."""
+    for first, raw in _iter_vectors(images, patch, stride, chunk):
+        lo, hi = np.searchsorted(ids, [first, first + len(raw)])
+        if hi > lo:
+            yield geometry_vectors(raw[torch.from_numpy(ids[lo:hi] - first)], mean, geometry)
+
+
+def _min_trainable(kind: str, spec: BankSpec) -> int:
+    """Below this many patches a quantiser cannot be trained sensibly: such banks are exact."""
+    if kind == "ivf":
+        return 1000
+    if kind == "ivfpq":
+        return max(1000, 4 * 2**spec.pq_bits)
+    return 0
+
+
+def _mean(images, patch, stride, ids, chunk) -> np.ndarray:
+    total = torch.zeros(3 * patch * patch, dtype=torch.float64)
+    for first, raw in _iter_vectors(images, patch, stride, chunk):
+        lo, hi = np.searchsorted(ids, [first, first + len(raw)])
+        if hi > lo:
+            total += raw[torch.from_numpy(ids[lo:hi] - first)].double().sum(0)
+    return (total / max(1, len(ids))).float().numpy()
+
+
+def _sample_vectors(images, patch, stride, ids, mean, spec, rng, kind) -> torch.Tensor:
+    """Training sample for IVF / PQ quantisers (up to 64 vectors per list, at least 10k)."""
+    if kind not in ("ivf", "ivfpq"):
+        return torch.empty(0, 3 * patch * patch)
+    n = min(len(ids), max(10_000, 64 * _nlist(len(ids), spec), 256 * 40))
+    pick = np.sort(rng.choice(ids, size=n, replace=False))
+    per = grid(images.shape[1], patch, stride) ** 2
+    img, rest = pick // per, pick % per
+    out = []
+    for i in np.unique(img):
+        raw = _patch_vectors(images, int(i), int(i) + 1, patch, stride)
+        out.append(raw[torch.from_numpy(rest[img == i])])
+    return geometry_vectors(torch.cat(out), mean, spec.geometry)
+
+
+def _recall_queries(query_images, images, spec, n_queries, rng, skip_bad) -> dict:
+    """Raw query patches per scale: painting patches when given, else patches of random bank photos."""
+    if query_images:
+        qimgs, _ = load_resized(list(query_images)[:200], spec.image_size, skip_bad=True)
+        source = f"patches of {len(qimgs)} query images"
+    else:
+        qimgs = images[rng.choice(len(images), size=min(len(images), 20), replace=False)]
+        source = f"patches of {len(qimgs)} bank photos"
+    out: dict[Any, Any] = {"source": source}
+    for patch, stride in spec.scales:
+        raw = _patch_vectors(qimgs, 0, len(qimgs), patch, stride)
+        pick = rng.choice(len(raw), size=min(n_queries, len(raw)), replace=False)
+        out[(patch, stride)] = raw[torch.from_numpy(np.sort(pick))]
+    return out
+
+
+def measure_recall(sb: ScaleBank, images: np.ndarray, q_raw: torch.Tensor, k: int, chunk: int,
+                   source: str = "") -> dict[str, Any]:
+    """recall@k of the bank's search (index + subsampling + re-ranking) against exact search over all patches."""
+    ci = sb.classes[ALL]
+    q = ci.to_search(q_raw)
+    t0 = time.perf_counter()
+    approx = ci.search(q, k)
+    search_s = time.perf_counter() - t0
+    exact = _exact_topk(images, sb.patch, sb.stride, q, ci.mean, sb.geometry, k, chunk)
+    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
+    return {"k": k, "recall": hits / (k * len(q)), "n_queries": int(len(q)), "queries": source,
+            "search_ms_per_query": 1000 * search_s / max(1, len(q))}
