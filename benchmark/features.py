@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import inception as tvi
 
+from benchmark import paths as bpaths
 from benchmark.data import BadImageError, fingerprint, load_image
 from benchmark.errors import ArtshiftError
 
@@ -228,7 +229,7 @@ class FusedInception(nn.Module):
             self.stem1 = nn.ModuleList([_Conv(net.Conv2d_1a_3x3), _Conv(net.Conv2d_2a_3x3), _Conv(net.Conv2d_2b_3x3)])
             self.stem2 = nn.ModuleList([_Conv(net.Conv2d_3b_1x1), _Conv(net.Conv2d_4a_3x3)])
             fused = {"A": _FusedA, "B": _FusedB, "C": _FusedC, "D": _FusedD, "E": _FusedE}
-            kinds = dict(zip(_MID + _TOP, "AAABCCCCDEE"))
+            kinds = dict(zip(_MID + _TOP, "AAABCCCCDEE", strict=True))
             self.mid = nn.ModuleList([fused[kinds[n]](getattr(net, n)) for n in _MID])
             self.top = nn.ModuleList([fused[kinds[n]](getattr(net, n)) for n in _TOP])
         self.requires_grad_(False)
@@ -428,8 +429,6 @@ def calibrate_batchnorm(net: FIDInceptionV3, paths: Sequence[Path], batch_size: 
 
 def _calibrated_random(seed: int, calibration_paths: Sequence[Path], home: Path | None,
                        progress: bool) -> tuple[dict[str, torch.Tensor], str]:
-    from benchmark import paths as bpaths
-
     if not calibration_paths:
         raise ArtshiftError("a random-init Inception extractor needs calibration photos and none were given",
                             hint="pass calibration_paths (e.g. the first 200 files of photos/train), or install "

@@ -130,16 +130,19 @@ def _record(wf: WeightFile, path: Path, digest: str, home: Path | None) -> None:
     """Pin (prefix-only files, first use) and remember (size, mtime_ns) -> digest of ``path``."""
     data = _read_lock(home)
     entry = data["files"].setdefault(wf.name, {})
+    changed = False
     if wf.sha256 is None and "sha256" not in entry:
         entry["sha256"] = digest
         entry["pinned_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        changed = True
         log.warning("%s: only the sha256 prefix %s is published; pinned the full sha256 %s in %s "
                     "(first use: every later use must match it)", wf.name, wf.sha256_prefix, digest,
                     _lock_path(home))
     st = path.stat()
-    entry["verified"] = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                         "sha256": digest}
-    _write_lock(data, home)
+    seen = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    if changed or entry.get("verified") != seen:
+        entry["verified"] = seen
+        _write_lock(data, home)
 
 
 def _check(wf: WeightFile, path: Path, digest: str, home: Path | None) -> None:

@@ -154,7 +154,7 @@ def main() -> None:
     imgs = [np.asarray(fx.load_image(p)) for p in files[:bs]]
     with torch.no_grad():
         batch = torch.stack([torch.from_numpy(i.copy()).permute(2, 0, 1).float().div(255) for i in imgs])
-        pf_layers = {k: t.mean((2, 3)).numpy() for k, t in zip(fx.LAYERS, pfid_all(batch))}
+        pf_layers = {k: t.mean((2, 3)).numpy() for k, t in zip(fx.LAYERS, pfid_all(batch), strict=True)}
     ours_pf_batch = fx.extract_paths(modes["pytorch-fid"], files[:bs], num_workers=0, progress=False)
 
     pf, tf_ = results["pytorch-fid get_activations (2048)"][0], results["torch-fidelity folder input (4 layers)"][0]

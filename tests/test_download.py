@@ -6,10 +6,10 @@ import hashlib
 import time
 
 import pytest
+from helpers_data import FileServer
 
 from benchmark.download import ChecksumError, download
 from benchmark.errors import ArtshiftError
-from helpers_data import FileServer
 
 BODY = bytes(range(256)) * 12288 + b"tail"  # 3 MiB + 4 bytes: several 1 MiB download chunks
 SHA = hashlib.sha256(BODY).hexdigest()

@@ -96,7 +96,7 @@ def test_pytorch_fid_parity_all_layers(extractor, weights_file, images, tmp_path
     with torch.no_grad():
         for p in images:  # one at a time: pytorch-fid batches need equal sizes
             x = torch.from_numpy(uint8(p).copy()).permute(2, 0, 1).float().div(255)[None]
-            for k, t in zip(fx.LAYERS, ref(x)):
+            for k, t in zip(fx.LAYERS, ref(x), strict=True):
                 theirs[k].append(t.mean((2, 3))[0].numpy())
     for k in fx.LAYERS:
         assert ours[k].shape == (len(images), k)
@@ -114,7 +114,7 @@ def test_torch_fidelity_parity_all_layers(extractor, weights_file, images):
     with torch.no_grad():
         for p in images:
             out = ref(torch.from_numpy(uint8(p).copy()).permute(2, 0, 1)[None])
-            for k, t in zip(fx.LAYERS, out):
+            for k, t in zip(fx.LAYERS, out, strict=True):
                 theirs[k].append(t[0].numpy())
     for k in fx.LAYERS:
         assert rel(ours[k], np.stack(theirs[k])) < 1e-5, k

@@ -9,11 +9,11 @@ import os
 import time
 
 import pytest
+from helpers_data import FileServer
 
 from benchmark import weights
 from benchmark.download import ChecksumError
 from benchmark.errors import ArtshiftError
-from helpers_data import FileServer
 
 
 def sha(b: bytes) -> str:
