@@ -1,0 +1,162 @@
+"""Memory-bank CycleGAN (Tomei et al. 2018, "ours"): CycleGAN + a contextual loss that pulls
+every patch of the generated photo G_A(painting) towards real photo patches.
+
+Everything CycleGAN does is inherited unchanged (profiles, schedule, checkpoints, resume);
+this class adds the bank (built or loaded in ``prepare_extra`` from the training photos at the
+training images' load size, so real and generated patches are at the same pixel scale) and
+one generator term, ``cx`` = lambda_cx * L_CX(G_A(real_A)). The bank is a cache outside the
+run folder: it holds no trained state, so checkpoints do not change.
+
+Semantic banks (``masks_dir``): label maps ``<masks_dir>/photos/<stem>.png`` and
+``<masks_dir>/paintings/<stem>.png`` (one label per pixel, 0 = background; an image without a
+mask uses the class-agnostic bank). A painting's label map rides along as a fourth channel of its stored image so the
+shared crop/flip augmentation moves it with the pixels; ``batch`` splits it off again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
+from benchmark.method import RunContext, TrainData
+from benchmark.profiles import check_profile
+
+NO_LABEL = 255  # stored label value of pixels without a mask (decoded to -1)
+
+
+@dataclass
+class OursConfig(CycleGANConfig):
+    """CycleGAN's settings plus the bank and the loss (defaults: the paper's)."""
+
+    scales: str = "16:6,8:5"  # patch:stride per scale, 1 to 3 of them
+    k: int = 5  # neighbours retrieved per generated patch
+    h: float = 1.0  # softmax band-width
+    eps: float = 1e-5  # in d~ = d / (min d + eps)
+    lambda_cx: float = 0.1
+    search_geometry: str = "cosine"  # "cosine": the loss's own; "l2": raw patches (official code)
+    bank_index: str = "auto"  # auto | flat | hnsw | ivf | ivfpq
+    bank_image_size: int | None = None  # None: load_size (the training images' scale)
+    bank_exact_max: int = 50_000  # auto: exact search up to this many patches per scale
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 64
+    hnsw_sq8: bool = False
+    ivf_nlist: int = 0  # 0: 4 sqrt(N)
+    nprobe: int = 16
+    pq_m: int = 0  # 0: one sub-quantiser per 8 dims
+    pq_bits: int = 8
+    refine: int = 4  # PQ: re-rank k * refine candidates exactly
+    bank_memory_gb: float = 8.0
+    search_backend: str = "auto"  # auto | faiss | torch (exact, for CUDA without faiss-gpu)
+    masks_dir: str | None = None
+    recall_queries: int = 1000
+
+
+# Bank settings per profile on top of CycleGAN's: small banks are exact; the smoke bank
+# (2,400 photos at 72 px: 240 k + 406 k patches) uses HNSW with a search effort sized so an
+# iteration costs at most ~1.25x CycleGAN's (benchmarks/ours_vs_cyclegan.py).
+BANK_SETTINGS: dict[str, dict[str, Any]] = {
+    "ci": dict(recall_queries=200),
+    "smoke": dict(ef_search=32, ef_construction=32, hnsw_m=16, hnsw_sq8=False, recall_queries=500),
+    "quick": dict(),
+    "paper": dict(),
+}
+
+
+def bank_spec(config: OursConfig) -> Any:
+    """The ``BankSpec`` a config asks for (shared by training and ``bench bank build``)."""
+    from methods.memory_bank import BankSpec, parse_scales
+
+    return BankSpec(
+        image_size=int(config.bank_image_size or config.load_size), scales=parse_scales(config.scales),
+        geometry=config.search_geometry, index=config.bank_index, exact_max=config.bank_exact_max,
+        hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search,
+        hnsw_sq8=config.hnsw_sq8, ivf_nlist=config.ivf_nlist, nprobe=config.nprobe, pq_m=config.pq_m,
+        pq_bits=config.pq_bits, refine=config.refine, memory_gb=config.bank_memory_gb)
+
+
+class MemoryBankCycleGAN(CycleGAN):
+    name = "ours"
+    config_class: ClassVar[type] = OursConfig
+
+    @classmethod
+    def default_config(cls, profile: str) -> Any:
+        profile = check_profile(profile)
+        return cls.config_class(**PROFILE_SETTINGS[profile], **BANK_SETTINGS[profile])
+
+    def __init__(self, config: OursConfig, device: torch.device | str = "cpu"):
+        super().__init__(config, device)
+        bank_spec(config)  # fail fast on bad scales / geometry / index names
+        self.bank = None
+        self.cx = None
+        self._labels: torch.Tensor | None = None
+        self._has_masks = False
+
+    def prepare_extra(self, data: TrainData, run: RunContext) -> None:
+        from methods.contextual import ContextualLoss
+        from methods.memory_bank import build_bank
+
+        c = self.config
+        masks = Path(c.masks_dir) if c.masks_dir else None
+        self.bank = build_bank(data.photos, bank_spec(c), run.cache_dir,
+                               masks_dir=masks / "photos" if masks is not None else None,
+                               query_images=data.paintings, recall_k=c.k, recall_queries=c.recall_queries,
+                               skip_bad=data.skip_bad_images, progress=run.progress, device=self.device,
+                               backend=c.search_backend, logger=run.log)
+        run.log.info("%s", self.bank.describe())
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "bank.json").write_text(json.dumps(
+            {"fingerprint": self.bank.fingerprint, "path": str(self.bank.root),
+             "scales": {k: v.get("recall") for k, v in self.bank.meta["scales"].items()}}, indent=1))
+        self.cx = ContextualLoss(self.bank, k=c.k, h=c.h, eps=c.eps)
+        if masks is not None:
+            self._attach_painting_masks(data, masks / "paintings")
+
+    def _attach_painting_masks(self, data: TrainData, masks: Path) -> None:
+        from methods.memory_bank import load_masks
+
+        # CycleGAN drops unreadable paintings; masks follow the files it kept, in order.
+        paths = [p for p in data.paintings if _readable(p)] if data.skip_bad_images else list(data.paintings)
+        labels = load_masks(paths, masks, self.config.load_size)
+        if len(labels) != len(self.paintings) or labels.max() >= NO_LABEL:
+            raise RuntimeError("painting masks do not line up with the loaded paintings (or a label is >= 255)")
+        lab = torch.from_numpy(np.where(labels < 0, NO_LABEL, labels).astype(np.uint8))[:, None]
+        self.paintings = torch.cat([self.paintings, lab], 1)
+        self._has_masks = True
+
+    def batch(self, seed: int, iteration: int) -> dict[str, torch.Tensor]:
+        out = super().batch(seed, iteration)
+        if self._has_masks:
+            a = out["A"]
+            lab = torch.round((a[:, 3] + 1.0) * 127.5).long()
+            out["A"] = a[:, :3].contiguous()
+            out["labels_A"] = torch.where(lab == NO_LABEL, torch.full_like(lab, -1), lab)
+        return out
+
+    def train_step(self, batch: dict[str, torch.Tensor], iteration: int) -> dict[str, torch.Tensor]:
+        self._labels = batch.get("labels_A")
+        try:
+            return super().train_step(batch, iteration)
+        finally:
+            self._labels = None
+
+    def extra_generator_losses(self, real_A: torch.Tensor, fake_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cx is None or self.config.lambda_cx <= 0:
+            return {}
+        return {"cx": self.config.lambda_cx * self.cx(fake_B, self._labels)}
+
+
+def _readable(path: Path) -> bool:
+    from benchmark.data import BadImageError, load_image
+
+    try:
+        load_image(path)
+        return True
+    except BadImageError:
+        return False

@@ -1,0 +1,215 @@
+"""Memory bank: cache round trip, fingerprints, patch storage, search geometries, recall,
+the memory budget (IVF-PQ + subsampling) and semantic banks from generated masks."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers_bank import make_masks, make_photos
+from PIL import Image
+
+from benchmark.errors import ArtshiftError
+from methods.memory_bank import (
+    BankSpec,
+    bank_fingerprint,
+    build_bank,
+    fingerprint_files,
+    load_resized,
+    parse_scales,
+    to_unit,
+    unfold_patches,
+)
+
+SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return make_photos(tmp_path_factory.mktemp("ph") / "photos", n=12, size=32, seed=0)
+
+
+def all_patches(photos, size, patch, stride) -> np.ndarray:
+    """Independent reference: resize with PIL, cut windows with NumPy slicing, (C, y, x) order."""
+    out = []
+    for p in photos:
+        a = np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BICUBIC), np.float64) / 127.5 - 1
+        for y in range(0, size - patch + 1, stride):
+            for x in range(0, size - patch + 1, stride):
+                out.append(a[y:y + patch, x:x + patch].transpose(2, 0, 1).ravel())
+    return np.stack(out)
+
+
+def test_parse_scales():
+    assert parse_scales("16:6,8:5") == ((16, 6), (8, 5))
+    assert parse_scales("16:6, 8:5 ,4:3") == ((16, 6), (8, 5), (4, 3))
+    for bad in ("16", "16:x", "16:6,8:5,4:3,2:1", "1:1", "16:6,16:6", ""):
+        with pytest.raises(ArtshiftError):
+            parse_scales(bad)
+
+
+def test_build_then_load_round_trip(photos, tmp_path):
+    spec = BankSpec(image_size=SIZE, scales=((8, 4), (6, 5)), index="flat")
+    bank = build_bank(photos, spec, tmp_path, recall_queries=40)
+    root = bank.root
+    assert root.parent == tmp_path / "banks" and not list(root.parent.glob(".*tmp"))
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    again = build_bank(photos, spec, tmp_path)
+    assert again.root == root and (root / "meta.json").stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    for sb in again.scales:
+        ref = all_patches(photos, SIZE, sb.patch, sb.stride)
+        ci = sb.classes["all"]
+        assert len(ci) == len(ref) == sb.per_image * len(photos)
+        got = sb.gather(torch.arange(len(ci))).double().numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-6)  # patches are exactly the photos' windows
+        np.testing.assert_allclose(ci.mean.double().numpy(), ref.mean(0), atol=1e-5)
+        # an exact bank finds every bank patch as its own nearest neighbour
+        ids = ci.search(ci.to_search(torch.from_numpy(ref[:30]).float()), 3)
+        assert torch.equal(ids[:, 0], torch.arange(30))
+        rec = again.meta["scales"][sb.key]["recall"]
+        assert rec["recall"] == 1.0 and rec["k"] == 5 and rec["n_queries"] == 40
+    assert "recall@5 1.000" in again.describe()
+
+
+def test_fingerprint_tracks_photos_and_spec(photos, tmp_path):
+    spec = BankSpec(image_size=SIZE)
+    base = bank_fingerprint(spec, fingerprint_files(photos))
+    moved = [shutil.copy(p, tmp_path / p.name) for p in photos]
+    assert bank_fingerprint(spec, fingerprint_files(moved)) == base  # content, not location
+    changed = list(moved)
+    arr = np.asarray(Image.open(changed[3])).copy()
+    arr[0, 0] ^= 1
+    Image.fromarray(arr).save(changed[3])
+    assert bank_fingerprint(spec, fingerprint_files(changed)) != base
+    assert bank_fingerprint(spec, fingerprint_files(moved[:-1])) != base
+    for other in (BankSpec(image_size=SIZE + 4), BankSpec(image_size=SIZE, scales="16:6"),
+                  BankSpec(image_size=SIZE, geometry="l2"), BankSpec(image_size=SIZE, index="hnsw"),
+                  BankSpec(image_size=SIZE, ef_search=16), BankSpec(image_size=SIZE, memory_gb=1)):
+        assert bank_fingerprint(other, fingerprint_files(photos)) != base
+    assert bank_fingerprint(spec, fingerprint_files(photos), "masks") != base
+
+
+@pytest.mark.parametrize("geometry", ["cosine", "l2"])
+def test_search_geometry_and_torch_backend(photos, tmp_path, geometry):
+    spec = BankSpec(image_size=SIZE, scales=((8, 4),), index="flat", geometry=geometry)
+    bank = build_bank(photos, spec, tmp_path, recall_queries=20)
+    sb = bank.scales[0]
+    ref = all_patches(photos, SIZE, 8, 4)
+    mu = ref.mean(0)
+    rng = np.random.default_rng(0)
+    q = rng.uniform(-1, 1, size=(15, ref.shape[1]))
+    if geometry == "cosine":
+        a = (q - mu) / np.linalg.norm(q - mu, axis=1, keepdims=True)
+        b = (ref - mu) / np.linalg.norm(ref - mu, axis=1, keepdims=True)
+        want = np.argsort(-(a @ b.T), axis=1)[:, :4]
+    else:
+        want = np.argsort(((q[:, None] - ref[None]) ** 2).sum(-1), axis=1)[:, :4]
+    qt = torch.from_numpy(q).float()
+    for backend in ("faiss", "torch"):
+        b2 = build_bank(photos, spec, tmp_path, backend=backend)
+        ci = b2.scales[0].classes["all"]
+        assert ci.backend == backend
+        got = ci.search(ci.to_search(qt), 4).numpy()
+        np.testing.assert_array_equal(got, want)
+
+
+def test_approximate_index_recall_and_budget(tmp_path):
+    """IVF-PQ with exact re-ranking, and a budget so small the bank must be subsampled."""
+    photos = make_photos(tmp_path / "photos", n=40, size=40, seed=5)
+    # 4-bit codes: training 256-centroid sub-quantisers takes minutes on a busy 2-core machine
+    spec = BankSpec(image_size=40, scales=((8, 2),), index="ivfpq", ivf_nlist=16, nprobe=4, pq_m=24,
+                    pq_bits=4, refine=4)
+    bank = build_bank(photos, spec, tmp_path / "c1", recall_queries=100)
+    info = bank.meta["scales"]["p8s2"]
+    assert info["classes"]["all"]["factory"] == "IVF16,PQ24x4" and info["classes"]["all"]["n"] == 40 * 17 * 17
+    assert 0.3 < info["recall"]["recall"] <= 1.0
+    # budget: images take 40*40*40*3 bytes; leave room for about half of the PQ codes
+    need = 40 * 17 * 17 * (24 * 4 / 8 + 16)
+    tight = BankSpec(image_size=40, scales=((8, 2),), index="ivfpq", ivf_nlist=16, pq_m=24, pq_bits=4,
+                     memory_gb=(40 * 40 * 40 * 3 + need / 2) / 1024**3)
+    small = build_bank(photos, tight, tmp_path / "c2", recall_queries=100)
+    s = small.meta["scales"]["p8s2"]
+    assert small.meta["budget"]["keep"] == pytest.approx(0.5, abs=0.02)
+    assert s["classes"]["all"]["n"] == pytest.approx(s["n_patches"] / 2, rel=0.02)
+    assert s["recall"]["recall"] < info["recall"]["recall"]  # what subsampling costs is reported
+    ids = small.scales[0].classes["all"].ids
+    assert np.all(np.diff(ids) > 0) and ids.max() < s["n_patches"]
+
+
+def test_auto_index_choice(tmp_path):
+    photos = make_photos(tmp_path / "photos", n=6, size=32, seed=1)
+    spec = BankSpec(image_size=32, scales=((8, 4), (4, 2)), exact_max=400)
+    bank = build_bank(photos, spec, tmp_path, recall_queries=30, query_images=photos[:2])
+    kinds = {k: v["classes"]["all"]["kind"] for k, v in bank.meta["scales"].items()}
+    assert kinds == {"p8s4": "flat", "p4s2": "hnsw"}  # 294 patches exact, 1,350 approximate
+    assert "query images" in bank.meta["scales"]["p4s2"]["recall"]["queries"]
+
+
+def test_semantic_banks_from_generated_masks(tmp_path):
+    photos = make_photos(tmp_path / "photos", n=8, size=32, seed=2)
+    masks = make_masks(tmp_path / "masks", photos, 32, labels=(0, 1, 2), skip=(7,))
+    spec = BankSpec(image_size=32, scales=((8, 4),), index="flat")
+    bank = build_bank(photos, spec, tmp_path / "cache", masks_dir=masks, recall_queries=20)
+    plain = build_bank(photos, spec, tmp_path / "cache", recall_queries=20)
+    assert plain.root != bank.root  # masks are part of the fingerprint
+    sb = bank.scales[0]
+    assert set(sb.classes) == {"all", "c0", "c1", "c2"}
+    ref = all_patches(photos, 32, 8, 4)
+    for c in (0, 1, 2):
+        want = []
+        for i, p in enumerate(photos):
+            mp = masks / f"{p.stem}.png"
+            if not mp.exists():
+                continue  # a photo without a mask is only in the class-agnostic bank
+            lab = np.asarray(Image.open(mp))
+            for r, y in enumerate(range(0, 32 - 8 + 1, 4)):
+                for col, x in enumerate(range(0, 32 - 8 + 1, 4)):
+                    if (lab[y:y + 8, x:x + 8] == c).mean() >= 0.5:
+                        want.append(i * 49 + r * 7 + col)
+        ci = sb.classes[f"c{c}"]
+        np.testing.assert_array_equal(ci.ids, want)
+        np.testing.assert_allclose(ci.mean.double().numpy(), ref[want].mean(0), atol=1e-5)
+        got = ci.search(ci.to_search(torch.from_numpy(ref[want[:5]]).float()), 1)
+        assert got[:, 0].tolist() == want[:5]  # searches return global ids of that class only
+    assert sb.index_for(1) is sb.classes["c1"]
+    assert sb.index_for(9) is sb.classes["c0"]  # class missing from the bank -> background
+    assert sb.index_for(None) is sb.classes["all"]
+    del sb.classes["c0"]
+    assert sb.index_for(9) is sb.classes["all"]
+
+
+def test_semantic_loss_uses_class_banks(tmp_path):
+    from methods.contextual import ContextualLoss, cx_loss
+
+    photos = make_photos(tmp_path / "photos", n=6, size=24, seed=4)
+    masks = make_masks(tmp_path / "masks", photos, 24, labels=(0, 1))
+    bank = build_bank(photos, BankSpec(image_size=24, scales=((8, 4),), index="flat"), tmp_path / "c",
+                      masks_dir=masks, recall_queries=10)
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 24, 24) * 2 - 1
+    labels = torch.zeros(1, 24, 24, dtype=torch.long)
+    labels[:, 12:] = 3  # class 3 is not in the bank: background bank
+    loss = ContextualLoss(bank, k=2)(img, labels)
+    sb = bank.scales[0]
+    raw = unfold_patches(img, 8, 4)[0]
+    top = torch.arange(25)[torch.arange(25) // 5 < 2]  # rows y=0,4 -> all label 0
+    bottom = torch.arange(25)[torch.arange(25) // 5 >= 3]  # rows y=12,16 -> all label 3
+    mixed = torch.arange(25)[torch.arange(25) // 5 == 2]  # y=8: half 0, half 3 -> both classes
+    want = 0.0
+    ci = sb.classes["c0"]
+    for idx in (torch.cat([top, mixed]), torch.cat([mixed, bottom])):
+        idx = idx.sort().values
+        ids = torch.unique(ci.search(ci.to_search(raw[idx]), 2))
+        want += float(cx_loss(raw[idx], sb.gather(ids), ci.mean))
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+
+
+def test_resize_matches_training_loader(photos):
+    """The bank resizes like CycleGAN's loader (PIL bicubic, then x / 127.5 - 1)."""
+    arr, used = load_resized(photos[:2], 20)
+    assert arr.shape == (2, 20, 20, 3) and arr.dtype == np.uint8 and used == list(photos[:2])
+    ref = np.asarray(Image.open(photos[0]).convert("RGB").resize((20, 20), Image.BICUBIC))
+    np.testing.assert_array_equal(arr[0], ref)
+    assert float(to_unit(torch.tensor([0, 255], dtype=torch.uint8)).abs().max()) == 1.0

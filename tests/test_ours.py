@@ -1,0 +1,99 @@
+"""Memory-bank CycleGAN: profiles extend CycleGAN's, the bank lands in the cache and follows the
+photos, the contextual term joins the generator objective, semantic masks ride through crops."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers_bank import make_masks
+from helpers_methods import tiny_data, tiny_run
+from PIL import Image
+
+from baselines.cyclegan import CycleGAN
+from benchmark.profiles import PROFILES, apply_overrides
+from benchmark.training import train
+from methods.ours import MemoryBankCycleGAN, OursConfig, bank_spec
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_profiles_extend_cyclegan(profile):
+    ours = MemoryBankCycleGAN.default_config(profile)
+    base = CycleGAN.default_config(profile)
+    assert isinstance(ours, OursConfig)
+    for f in dataclasses.fields(base):
+        assert getattr(ours, f.name) == getattr(base, f.name), f.name
+    spec = bank_spec(ours)
+    assert spec.image_size == ours.load_size and spec.scales == ((16, 6), (8, 5))
+    assert ours.lambda_cx == 0.1 and ours.k == 5 and ours.h == 1.0 and spec.geometry == "cosine"
+
+
+def test_fit_builds_bank_and_adds_cx(tmp_path, home):
+    data = tiny_data(tmp_path / "d")
+    cfg = MemoryBankCycleGAN.default_config("ci")
+    method = MemoryBankCycleGAN(cfg)
+    run = tiny_run(tmp_path / "run", home)
+    train(method, data, run, stop_after=2)
+    banks = list((home / "cache" / "banks").iterdir())
+    assert len(banks) == 1 and (banks[0] / "meta.json").exists()
+    info = json.loads((run.run_dir / "bank.json").read_text())
+    assert info["fingerprint"] == banks[0].name
+    losses = method.train_step(method.batch(0, 2), 2)
+    assert "cx" in losses and torch.isfinite(losses["cx"]) and float(losses["cx"]) > 0
+    # the term is lambda_cx * L_CX of G_A's output
+    with torch.no_grad():
+        fake = method.G_A(method.batch(0, 3)["A"])
+        direct = cfg.lambda_cx * method.cx(fake)
+    assert float(direct) > 0
+    off = MemoryBankCycleGAN(apply_overrides(cfg, {"lambda_cx": "0"}))
+    off.cx = method.cx
+    assert off.extra_generator_losses(fake, fake) == {}
+
+    # the bank follows the photos: change one photo's pixels -> a new bank next to the old one
+    arr = np.asarray(Image.open(data.photos[0])).copy()
+    arr[1, 1] = 255 - arr[1, 1]
+    Image.fromarray(arr).save(data.photos[0])
+    again = MemoryBankCycleGAN(cfg)
+    again.prepare(data, tiny_run(tmp_path / "run2", home))
+    assert again.bank.fingerprint != banks[0].name
+    assert len(list((home / "cache" / "banks").iterdir())) == 2
+
+
+def test_gradient_of_cx_reaches_G_A_only(tmp_path, home):
+    data = tiny_data(tmp_path / "d")
+    method = MemoryBankCycleGAN(MemoryBankCycleGAN.default_config("ci"))
+    method.prepare(data, tiny_run(tmp_path / "run", home))
+    b = method.batch(0, 0)
+    loss = method.extra_generator_losses(b["A"], method.G_A(b["A"]))["cx"]
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in method.G_A.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in method.G_A.parameters()) > 0
+    assert all(p.grad is None for p in method.G_B.parameters())
+
+
+def test_semantic_training_with_generated_masks(tmp_path, home):
+    data = tiny_data(tmp_path / "d")
+    masks = tmp_path / "masks"
+    make_masks(masks / "photos", data.photos, 40, labels=(0, 1), seed=1)
+    make_masks(masks / "paintings", data.paintings, 40, labels=(0, 2), seed=2, skip=(1,))  # class 2 not in photos
+    cfg = apply_overrides(MemoryBankCycleGAN.default_config("ci"), {"masks_dir": str(masks)})
+    method = MemoryBankCycleGAN(cfg)
+    run = tiny_run(tmp_path / "run", home)
+    method.setup(data, run)
+    method.prepare(data, run)
+    assert set(method.bank.scales[0].classes) >= {"all", "c0", "c1"}
+    assert method.paintings.shape[1] == 4
+    seen = set()
+    for it in range(6):
+        b = method.batch(0, it)
+        assert b["A"].shape[1] == 3 and b["labels_A"].shape == b["A"].shape[:1] + b["A"].shape[2:]
+        seen |= set(torch.unique(b["labels_A"]).tolist())
+        losses = method.train_step(b, it)
+        assert torch.isfinite(losses["cx"])
+    assert seen <= {-1, 0, 2} and {0, 2} <= seen
+    # the label channel moves with the pixels: the stored painting and its mask crop alike
+    full = method.paintings[0, 3].long()
+    assert set(torch.unique(full).tolist()) <= {0, 2, 255}
