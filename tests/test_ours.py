@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_bank import make_masks
+from helpers_bank import make_masks, make_photos
 from helpers_methods import tiny_data, tiny_run
 from PIL import Image
 
@@ -97,3 +97,25 @@ def test_semantic_training_with_generated_masks(tmp_path, home):
     # the label channel moves with the pixels: the stored painting and its mask crop alike
     full = method.paintings[0, 3].long()
     assert set(torch.unique(full).tolist()) <= {0, 2, 255}
+
+
+
+def test_bank_cli_builds_then_finds(tmp_path, home):
+    """``bench bank build`` on a generated subset-layout data root: builds, then finds the same bank."""
+    from typer.testing import CliRunner
+
+    from methods.bank_cli import bank_app
+
+    root = tmp_path / "data"
+    make_photos(root / "photos" / "train", n=5, size=40, seed=1)
+    make_photos(root / "photos" / "test", n=2, size=40, seed=2)
+    make_photos(root / "paintings" / "cezanne" / "train", n=3, size=40, seed=3, prefix="p")
+    make_photos(root / "paintings" / "cezanne" / "test", n=2, size=40, seed=4, prefix="p")
+    args = ["build", "--artist", "cezanne", "--profile", "ci", "--data-root", str(root), "--scales", "8:4"]
+    first = CliRunner().invoke(bank_app, args)
+    assert first.exit_code == 0, first.output
+    assert "built in" in first.output and "recall@5 1.000" in first.output and "8:4" in first.output
+    where = [ln for ln in first.output.splitlines() if ln.startswith("location: ")][0].split(": ", 1)[1]
+    assert where.startswith(str(home / "cache" / "banks"))
+    second = CliRunner().invoke(bank_app, args)
+    assert second.exit_code == 0 and "found existing" in second.output and where in second.output
