@@ -209,7 +209,7 @@ def test_init_weights_statistics_and_seed():
     init_weights(g, 0.02, torch.Generator().manual_seed(5))
     w = torch.cat([m.weight.detach().flatten() for m in g.modules() if isinstance(m, torch.nn.Conv2d)])
     assert abs(float(w.std()) - 0.02) < 0.001 and abs(float(w.mean())) < 0.001
-    assert all(float(m.bias.abs().max()) == 0 for m in g.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in g.modules() if isinstance(m, torch.nn.Conv2d))
     norms = [m for m in g.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
     assert norms and all(not m.affine and not m.track_running_stats for m in norms)
     h = init_weights(ResnetGenerator(ngf=16, n_blocks=2), 0.02, torch.Generator().manual_seed(5))
