@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` on 2 cores: one intra-op thread per worker, or the workers' OpenMP pools
+    # oversubscribe the cores and spin against each other (several times slower)
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _shared_data() -> Path:
     env = os.environ.get("ARTSHIFT_DATA")
