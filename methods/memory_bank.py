@@ -41,6 +41,7 @@ DEFAULT_SCALES = "16:6,8:5"
 GEOMETRIES = ("cosine", "l2")
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 BACKENDS = ("auto", "faiss", "torch")
+SEARCH_FIELDS = ("ef_search", "nprobe", "refine")  # search-time only: not part of the cache key
 ALL = "all"
 BACKGROUND = 0  # label of the background class in mask PNGs (the official code's class 0)
 
@@ -89,6 +90,9 @@ class BankSpec:
     ``ivf_nlist=0`` means 4 sqrt(N) lists; ``pq_m=0`` means one sub-quantiser per 8 dims.
     ``refine`` re-ranks ``k * refine`` PQ candidates exactly from the stored images.
     ``hnsw_sq8`` stores HNSW vectors as 8-bit scalars (4x smaller, faster search, lower recall).
+    ``pca`` > 0 searches a PCA projection to that many dims (per scale, when smaller than the
+    patch dimension) and re-ranks ``k * refine`` candidates exactly: patches are so correlated
+    that 768 -> 64 dims keeps the neighbourhoods, and HNSW builds and searches ~5x faster.
     """
 
     image_size: int
@@ -100,6 +104,7 @@ class BankSpec:
     ef_construction: int = 40
     ef_search: int = 64
     hnsw_sq8: bool = False
+    pca: int = 0
     ivf_nlist: int = 0
     nprobe: int = 16
     pq_m: int = 0
@@ -126,6 +131,13 @@ class BankSpec:
         d["scales"] = [list(s) for s in self.scales]
         return d
 
+    def build_json(self) -> dict[str, Any]:
+        """The fields that change what is stored (search-time effort is set at load instead)."""
+        return {k: v for k, v in self.to_json().items() if k not in SEARCH_FIELDS}
+
+    def search_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in SEARCH_FIELDS}
+
 
 def grid(image_size: int, patch: int, stride: int) -> int:
     """Patch positions along one side (the windows ``unfold`` takes; the border remainder is dropped)."""
@@ -141,7 +153,7 @@ def fingerprint_files(paths: Sequence[Path]) -> str:
 def bank_fingerprint(spec: BankSpec, photos_fp: str, masks_fp: str | None = None) -> str:
     """Cache key: photo set content, masks, and every spec field (sizes, scales, geometry, index)."""
     key = {"format": FORMAT_VERSION, "photos": photos_fp, "masks": masks_fp, "resize": "pil-bicubic",
-           "spec": spec.to_json()}
+           "spec": spec.build_json()}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -230,8 +242,19 @@ def _nlist(n: int, spec: BankSpec) -> int:
     return int(max(1, min(nlist, n // 39 if n >= 39 else 1, 65536)))
 
 
+def search_dim(dim: int, spec: BankSpec) -> int:
+    """Dimension the index stores and compares (after the optional PCA)."""
+    return spec.pca if 0 < spec.pca < dim else dim
+
+
+def lossy(kind: str, dim: int, spec: BankSpec) -> bool:
+    """Indexes whose distances are approximate get exact re-ranking from the stored photos."""
+    return kind == "ivfpq" or (kind != "flat" and search_dim(dim, spec) < dim)
+
+
 def bytes_per_vector(kind: str, dim: int, spec: BankSpec) -> float:
     """What one indexed vector costs in memory (plus 8 bytes of id map), for the budget."""
+    dim = dim if kind == "flat" else search_dim(dim, spec)
     if kind == "flat":
         b = 4 * dim
     elif kind == "hnsw":
@@ -279,20 +302,30 @@ def plan(spec: BankSpec, n_images: int, counts: dict[tuple[int, int], int]) -> d
 def _factory(kind: str, dim: int, n: int, spec: BankSpec) -> str:
     if kind == "flat":
         return "Flat"
+    pre = f"PCA{spec.pca}," if search_dim(dim, spec) < dim else ""
     if kind == "hnsw":
-        return f"HNSW{spec.hnsw_m},{'SQ8' if spec.hnsw_sq8 else 'Flat'}"
+        return f"{pre}HNSW{spec.hnsw_m},{'SQ8' if spec.hnsw_sq8 else 'Flat'}"
     nlist = _nlist(n, spec)
     quant = f"IVF{nlist}_HNSW32" if nlist >= 4096 else f"IVF{nlist}"
     if kind == "ivf":
-        return f"{quant},Flat"
-    return f"{quant},PQ{_pq_m(dim, spec)}x{spec.pq_bits}"
+        return f"{pre}{quant},Flat"
+    return f"{pre}{quant},PQ{_pq_m(search_dim(dim, spec), spec)}x{spec.pq_bits}"
+
+
+def _inner(index: Any) -> Any:
+    import faiss
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index
 
 
 def set_search_params(index: Any, kind: str, spec: BankSpec) -> None:
     import faiss
 
     if kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efSearch = spec.ef_search
+        _inner(index).hnsw.efSearch = spec.ef_search
     elif kind in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = spec.nprobe
 
@@ -323,7 +356,7 @@ class ClassIndex:
         k = min(k, len(self.ids))
         if self.backend == "torch":
             return self._torch_search(queries, k)
-        refine = self.scale.spec.refine if self.kind == "ivfpq" else 1
+        refine = self.scale.spec.refine if lossy(self.kind, self.scale.dim, self.scale.spec) else 1
         kk = min(len(self.ids), k * max(1, refine))
         q = queries.detach().float().cpu().contiguous().numpy()
         _, pos = self.index.search(q, kk)
@@ -426,7 +459,8 @@ class MemoryBank:
         return self.root.name
 
     @classmethod
-    def load(cls, root: Path, device: torch.device | str = "cpu", backend: str = "auto") -> "MemoryBank":
+    def load(cls, root: Path, device: torch.device | str = "cpu", backend: str = "auto",
+             search: dict[str, Any] | None = None) -> "MemoryBank":
         import faiss
 
         root = Path(root)
@@ -437,6 +471,7 @@ class MemoryBank:
                                 hint="delete that folder; the bank is rebuilt on the next run") from None
         d = dict(meta["spec"])
         d["scales"] = tuple(tuple(s) for s in d["scales"])
+        d.update(search or {})  # this session's search effort (ef_search, nprobe, refine)
         spec = BankSpec(**d)
         device = torch.device(device)
         bank = cls(root, spec, meta, np.load(root / "images.npy"), device)
@@ -469,7 +504,8 @@ class MemoryBank:
             s = m["scales"][sb.key]
             a = s["classes"][ALL]
             rec = s.get("recall")
-            rtxt = (f"recall@{rec['k']} {rec['recall']:.3f} on {rec['n_queries']} queries ({rec['queries']})"
+            at = ", ".join(f"{k}={v}" for k, v in (rec or {}).get("search", {}).items() if k != "refine" or lossy(a["kind"], s["dim"], self.spec))
+            rtxt = (f"recall@{rec['k']} {rec['recall']:.3f} on {rec['n_queries']} queries ({rec['queries']}; {at})"
                     if rec else "recall not measured")
             parts.append(f"  {sb.patch}:{sb.stride}  {a['n']:,} of {s['n_patches']:,} patches, {a['factory']}, "
                          f"index {a['bytes'] / 1024**2:.0f} MB, built in {a['seconds']:.1f}s, {rtxt}"
@@ -533,7 +569,7 @@ def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, trai
     factory = _factory(kind, dim, n, spec)
     index = faiss.index_factory(dim, factory, metric)
     if kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
+        _inner(index).hnsw.efConstruction = spec.ef_construction
     if not index.is_trained:
         index.train(np.ascontiguousarray(train_vectors.numpy(), dtype=np.float32))
     for vec in vectors_iter:
@@ -566,7 +602,7 @@ def build_bank(photos: Sequence[Path], spec: BankSpec, cache_dir: Path, *, masks
     if not (root / "meta.json").exists():
         logger.info("building memory bank %s under %s", fp, root)
         _build(root, photos, spec, masks_dir, query_images, recall_k, recall_queries, skip_bad, progress, logger)
-    return MemoryBank.load(root, device=device, backend=backend)
+    return MemoryBank.load(root, device=device, backend=backend, search=spec.search_params())
 
 
 def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | None,
@@ -635,7 +671,7 @@ def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | Non
         meta["build_seconds"] = time.perf_counter() - t_start
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         # Recall needs a loaded bank (it searches exactly as training does), so measure it on the temp copy.
-        bank = MemoryBank.load(tmp, device="cpu", backend="faiss")
+        bank = MemoryBank.load(tmp, device="cpu", backend="faiss", search=spec.search_params())
         for sb in bank.scales:
             q_raw = q_raw_by_scale[(sb.patch, sb.stride)]
             meta["scales"][sb.key]["recall"] = measure_recall(sb, images, q_raw, recall_k, chunk,
@@ -688,8 +724,9 @@ def _mean(images, patch, stride, ids, chunk) -> np.ndarray:
 
 def _sample_vectors(images, patch, stride, ids, mean, spec, rng, kind) -> torch.Tensor:
     """Training sample for IVF / PQ quantisers (up to 64 vectors per list, at least 10k)."""
-    if kind not in ("ivf", "ivfpq") and not (kind == "hnsw" and spec.hnsw_sq8):
-        return torch.empty(0, 3 * patch * patch)
+    dim = 3 * patch * patch
+    if kind not in ("ivf", "ivfpq") and not (kind == "hnsw" and spec.hnsw_sq8) and search_dim(dim, spec) == dim:
+        return torch.empty(0, dim)
     n = min(len(ids), max(10_000, 64 * _nlist(len(ids), spec) if kind != "hnsw" else 0, 256 * 40))
     pick = np.sort(rng.choice(ids, size=n, replace=False))
     per = grid(images.shape[1], patch, stride) ** 2
@@ -728,4 +765,4 @@ def measure_recall(sb: ScaleBank, images: np.ndarray, q_raw: torch.Tensor, k: in
     exact = _exact_topk(images, sb.patch, sb.stride, q, ci.mean, sb.geometry, k, chunk)
     hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
     return {"k": k, "recall": hits / (k * len(q)), "n_queries": int(len(q)), "queries": source,
-            "search_ms_per_query": 1000 * search_s / max(1, len(q))}
+            "search_ms_per_query": 1000 * search_s / max(1, len(q)), "search": sb.spec.search_params()}

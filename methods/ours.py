@@ -47,6 +47,7 @@ class OursConfig(CycleGANConfig):
     ef_construction: int = 40
     ef_search: int = 64
     hnsw_sq8: bool = False
+    pca: int = 0  # > 0: search a PCA projection to this many dims, re-rank exactly
     ivf_nlist: int = 0  # 0: 4 sqrt(N)
     nprobe: int = 16
     pq_m: int = 0  # 0: one sub-quantiser per 8 dims
@@ -63,7 +64,7 @@ class OursConfig(CycleGANConfig):
 # iteration costs at most ~1.25x CycleGAN's (benchmarks/ours_vs_cyclegan.py).
 BANK_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(recall_queries=200),
-    "smoke": dict(ef_search=32, ef_construction=32, hnsw_m=16, hnsw_sq8=False, recall_queries=500),
+    "smoke": dict(pca=64, ef_search=32, recall_queries=500),
     "quick": dict(),
     "paper": dict(),
 }
@@ -77,7 +78,7 @@ def bank_spec(config: OursConfig) -> Any:
         image_size=int(config.bank_image_size or config.load_size), scales=parse_scales(config.scales),
         geometry=config.search_geometry, index=config.bank_index, exact_max=config.bank_exact_max,
         hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search,
-        hnsw_sq8=config.hnsw_sq8, ivf_nlist=config.ivf_nlist, nprobe=config.nprobe, pq_m=config.pq_m,
+        hnsw_sq8=config.hnsw_sq8, pca=config.pca, ivf_nlist=config.ivf_nlist, nprobe=config.nprobe, pq_m=config.pq_m,
         pq_bits=config.pq_bits, refine=config.refine, memory_gb=config.bank_memory_gb)
 
 

@@ -86,8 +86,10 @@ def test_fingerprint_tracks_photos_and_spec(photos, tmp_path):
     assert bank_fingerprint(spec, fingerprint_files(moved[:-1])) != base
     for other in (BankSpec(image_size=SIZE + 4), BankSpec(image_size=SIZE, scales="16:6"),
                   BankSpec(image_size=SIZE, geometry="l2"), BankSpec(image_size=SIZE, index="hnsw"),
-                  BankSpec(image_size=SIZE, ef_search=16), BankSpec(image_size=SIZE, memory_gb=1)):
+                  BankSpec(image_size=SIZE, hnsw_m=16), BankSpec(image_size=SIZE, memory_gb=1)):
         assert bank_fingerprint(other, fingerprint_files(photos)) != base
+    # search-time effort does not change what is stored: same bank, searched harder or lighter
+    assert bank_fingerprint(BankSpec(image_size=SIZE, ef_search=16, nprobe=3), fingerprint_files(photos)) == base
     assert bank_fingerprint(spec, fingerprint_files(photos), "masks") != base
 
 
@@ -136,6 +138,20 @@ def test_approximate_index_recall_and_budget(tmp_path):
     assert s["recall"]["recall"] < info["recall"]["recall"]  # what subsampling costs is reported
     ids = small.scales[0].classes["all"].ids
     assert np.all(np.diff(ids) > 0) and ids.max() < s["n_patches"]
+
+
+def test_pca_hnsw_reranks_exactly(tmp_path):
+    photos = make_photos(tmp_path / "photos", n=30, size=40, seed=6)
+    spec = BankSpec(image_size=40, scales=((8, 2),), index="hnsw", pca=16, refine=4)
+    bank = build_bank(photos, spec, tmp_path, recall_queries=100, query_images=photos[:3])
+    info = bank.meta["scales"]["p8s2"]
+    assert info["classes"]["all"]["factory"] == "PCA16,HNSW32,Flat"
+    assert 0.3 < info["recall"]["recall"] <= 1.0  # noise images are not low-rank; real patches reach ~0.9
+    ci = bank.scales[0].classes["all"]
+    q = ci.to_search(torch.rand(10, 192) * 2 - 1)
+    ids = ci.search(q, 5)
+    sim = (ci.to_search(bank.scales[0].gather(ids.flatten())).view(10, 5, -1) @ q[:, :, None]).squeeze(-1)
+    assert (sim[:, :-1] >= sim[:, 1:] - 1e-6).all()  # re-ranked by the exact similarity
 
 
 def test_auto_index_choice(tmp_path):
