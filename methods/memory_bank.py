@@ -205,7 +205,7 @@ def load_masks(paths: Sequence[Path], masks_dir: Path, size: int) -> np.ndarray:
 
 def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 NHWC or NCHW -> float in [-1, 1] (same arithmetic as ToTensor + Normalize(0.5, 0.5))."""
-    return images_uint8.float() / 127.5 - 1.0
+    return images_uint8.float().mul_(1 / 127.5).sub_(1.0)
 
 
 def unfold_patches(images: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
@@ -416,6 +416,7 @@ class ScaleBank:
         self.per_image = self.side**2
         self.dim = 3 * patch * patch
         self.classes: dict[str, ClassIndex] = {}
+        self._windows: torch.Tensor | None = None
 
     @property
     def key(self) -> str:
@@ -431,18 +432,18 @@ class ScaleBank:
 
     def gather(self, ids: torch.Tensor) -> torch.Tensor:
         """Raw patch vectors in [-1, 1] for global patch ids (image, row, col in raster order)."""
-        images = self.bank.images_t
-        ids = ids.to(images.device)
+        if self._windows is None:
+            # A strided view [N, rows, cols, 3, p, p] of the stored photos: every patch without a copy,
+            # so gathering indexes three dims and copies whole windows (~10x faster than pixel indexing).
+            images = self.bank.images_t
+            n, c, h, w = images.shape
+            self._windows = images.as_strided(
+                (n, self.side, self.side, c, self.patch, self.patch),
+                (c * h * w, self.stride * w, self.stride, h * w, w, 1))
+        ids = ids.to(self._windows.device)
         img = ids // self.per_image
         rest = ids % self.per_image
-        y = (rest // self.side) * self.stride
-        x = (rest % self.side) * self.stride
-        ar = torch.arange(self.patch, device=images.device)
-        ch = torch.arange(3, device=images.device)
-        rows = (y[:, None] + ar)[:, None, :, None]
-        cols = (x[:, None] + ar)[:, None, None, :]
-        patches = images[img[:, None, None, None], ch[None, :, None, None], rows, cols]  # [M,3,p,p]
-        return to_unit(patches).flatten(1)
+        return to_unit(self._windows[img, rest // self.side, rest % self.side]).flatten(1)
 
 
 class MemoryBank:
