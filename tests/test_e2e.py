@@ -1,0 +1,107 @@
+"""End to end on the real subset: `bench run` -> store -> `bench leaderboard`, plus `bench eval`.
+
+Slow (the random-init Inception is calibrated and the 402 reference photos are embedded once
+per module), but it is the path every user takes, so it runs in CI.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmark import runner as run_mod
+from benchmark.cli import app
+from benchmark.store import Store
+
+pytestmark = pytest.mark.slow
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def e2e_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e_home")
+
+
+@pytest.fixture(autouse=True)
+def _shared_home(e2e_home, monkeypatch):
+    # one home for the module, so the calibrated extractor and reference features are reused
+    monkeypatch.setenv("ARTSHIFT_HOME", str(e2e_home))
+    monkeypatch.setenv("ARTSHIFT_WEIGHTS", str(e2e_home / "weights"))
+
+
+def _run(*args):
+    res = cli.invoke(app, list(args))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res.output
+
+
+def test_run_cyclegan_and_original_then_leaderboard(shared_data, e2e_home):
+    out = _run("run", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--data-root",
+               str(shared_data), "--quiet")
+    assert "FID-2048[random-init]" in out and "KID-2048[random-init]" in out
+    run_dirs = list((e2e_home / "runs" / "cyclegan" / "cezanne").iterdir())
+    assert len(run_dirs) == 1
+    rd = run_dirs[0]
+    translated = sorted(p.name for p in (rd / "translated").glob("*.png"))
+    tests = sorted(p.stem + ".png" for p in (shared_data / "paintings" / "cezanne" / "test").iterdir())
+    assert translated == tests and len(translated) == 10
+    assert (rd / "DONE").exists() and (rd / "checkpoints" / "last.pt").exists()
+    spec = json.loads((rd / "spec.json").read_text())
+    assert spec["run_id"] == rd.name and spec["spec"]["method"] == "cyclegan"
+    rows = json.loads((rd / "metrics.json").read_text())
+    assert {(r["metric"], r["dims"]) for r in rows} == {("fid", 64), ("fid", 192), ("fid", 768), ("fid", 2048),
+                                                        ("kid", 2048)}
+    assert all(r["n_fake"] == 10 and r["n_real"] == 402 for r in rows)
+    assert all(r["extractor_id"].startswith("random-init:") and "[random-init]" in r["display_name"] for r in rows)
+
+    _run("run", "--method", "original", "--artist", "cezanne", "--profile", "ci", "--data-root", str(shared_data),
+         "--quiet")
+    board = _run("leaderboard")
+    assert "### FID-2048[random-init]" in board and "### FID-64[random-init]" in board
+    assert "| cyclegan [ci] |" in board and "| original [ci] |" in board and "(n=10/402)" in board
+    csv = _run("leaderboard", "--format", "csv")
+    assert len(csv.strip().splitlines()) == 1 + 2 * 5
+
+    # the same spec again: the stored result, no recomputation
+    again = _run("run", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--data-root",
+                 str(shared_data), "--quiet")
+    assert "stored result" in again
+
+
+def test_interrupted_run_resumes_and_keeps_translations(shared_data, e2e_home, monkeypatch):
+    calls = {"n": 0}
+    real_evaluate = run_mod.evaluate_paths
+
+    def dying_evaluate(*a, **k):
+        calls["n"] += 1
+        raise KeyboardInterrupt  # the user pressed Ctrl-C during evaluation
+
+    monkeypatch.setattr(run_mod, "evaluate_paths", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.execute("cyclegan", "cezanne", profile="ci", seed=7, data_root=shared_data, progress=False)
+    rd = next(p for p in (e2e_home / "runs" / "cyclegan" / "cezanne").iterdir()
+              if json.loads((p / "spec.json").read_text())["spec"]["seed"] == 7)
+    assert not (rd / "DONE").exists()
+    first = {p.name: p.stat().st_mtime_ns for p in (rd / "translated").glob("*.png")}
+    assert len(first) == 10
+    assert Store(e2e_home / "results.sqlite").run(rd.name)["status"] == "failed"
+
+    monkeypatch.setattr(run_mod, "evaluate_paths", real_evaluate)
+    res = run_mod.execute("cyclegan", "cezanne", profile="ci", seed=7, data_root=shared_data, progress=False)
+    assert res.run_dir == rd and (rd / "DONE").exists() and not res.reused
+    # translations (and training) were reused, not redone
+    assert {p.name: p.stat().st_mtime_ns for p in (rd / "translated").glob("*.png")} == first
+    assert res.timings["fit_s"] < 5.0
+    assert Store(e2e_home / "results.sqlite").run(rd.name)["status"] == "done"
+
+
+def test_eval_external_folder(shared_data, e2e_home):
+    folder = shared_data / "paintings" / "vangogh" / "test"
+    out = _run("eval", "--images", str(folder), "--artist", "vangogh", "--name", "vangogh-as-is",
+               "--data-root", str(shared_data), "--quiet")
+    assert "FID-2048[random-init]" in out
+    df = Store(e2e_home / "results.sqlite").results()
+    sub = df[df.method == "vangogh-as-is"]
+    assert set(sub.n_fake) == {40} and set(sub.n_real) == {402}
