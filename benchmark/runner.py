@@ -162,7 +162,8 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
 
         store.add_metrics(spec.run_id, ev.rows)
         (run_dir / "metrics.json").write_text(json.dumps([dataclasses.asdict(r) for r in ev.rows], indent=2))
-        store.finish_run(spec.run_id, "done", timings)
+        # a method's own network weights (Gatys' VGG-19) label the row when not the standard ones
+        store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None))
         done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     except BaseException as exc:
         store.finish_run(spec.run_id, "failed", timings, error=f"{type(exc).__name__}: {exc}")

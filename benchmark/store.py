@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     spec_json TEXT NOT NULL,
     run_dir TEXT,
     data_fingerprint TEXT,
+    method_weights TEXT,              -- weights identity of a method's own pretrained network (Gatys' VGG)
     status TEXT NOT NULL,             -- running | done | failed
     error TEXT,
     timings_json TEXT,
@@ -136,11 +137,12 @@ class Store:
                  json.dumps(provenance()), now, now))
 
     def finish_run(self, run_id: str, status: str, timings: dict[str, float] | None = None,
-                   error: str | None = None) -> None:
+                   error: str | None = None, method_weights: str | None = None) -> None:
         with self._connect() as con:
-            con.execute("UPDATE runs SET status=?, error=?, timings_json=COALESCE(?, timings_json), updated_at=? "
-                        "WHERE run_id=?",
-                        (status, error, json.dumps(timings) if timings is not None else None, time.time(), run_id))
+            con.execute("UPDATE runs SET status=?, error=?, timings_json=COALESCE(?, timings_json), "
+                        "method_weights=COALESCE(?, method_weights), updated_at=? WHERE run_id=?",
+                        (status, error, json.dumps(timings) if timings is not None else None, method_weights,
+                         time.time(), run_id))
 
     def add_metrics(self, run_id: str, rows: list[MetricRow]) -> None:
         now = time.time()
@@ -166,7 +168,8 @@ class Store:
         """Every metric row of every finished run, joined with its run (one row per value)."""
         with self._connect() as con:
             df = pd.read_sql_query(
-                """SELECT r.run_id, r.kind, r.method, r.artist, r.profile, r.seed, r.created_at AS run_created_at,
+                """SELECT r.run_id, r.kind, r.method, r.artist, r.profile, r.seed, r.method_weights,
+                          r.created_at AS run_created_at,
                           m.metric, m.dims, m.display_name, m.value, m.std, m.n_real, m.n_fake, m.extractor_id,
                           m.resize_mode, m.metric_version
                    FROM metrics m JOIN runs r ON r.run_id = m.run_id WHERE r.status = 'done'""", con)

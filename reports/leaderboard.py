@@ -31,8 +31,13 @@ def _cell(values: pd.Series, n_real: pd.Series, n_fake: pd.Series, metric: str) 
     return f"{text} (n={nf}/{nr})"
 
 
-def _row_label(method: str, profile: str, kind: str) -> str:
-    return method if kind == "eval" else f"{method} [{profile}]"
+def _row_label(method: str, profile: str, kind: str, method_weights: str | None = None) -> str:
+    if kind == "eval":
+        return method
+    if method_weights and not str(method_weights).startswith("pretrained"):
+        # e.g. Gatys with a random-init VGG: never shown as the paper's style-transfer row
+        return f"{method} [{profile}, {str(method_weights).split(':')[0]} network]"
+    return f"{method} [{profile}]"
 
 
 def build(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -45,7 +50,9 @@ def build(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for _, key in keys.sort_values(["order", "extractor_id"]).iterrows():
         sub = df[(df.metric == key.metric) & (df.dims == key.dims) & (df.extractor_id == key.extractor_id)
                  & (df.resize_mode == key.resize_mode)]
-        sub = sub.assign(row=[_row_label(m, p, k) for m, p, k in zip(sub.method, sub.profile, sub.kind)])
+        weights = sub["method_weights"] if "method_weights" in sub else [None] * len(sub)
+        sub = sub.assign(row=[_row_label(m, p, k, w) for m, p, k, w in zip(sub.method, sub.profile, sub.kind,
+                                                                              weights)])
         artists = [a for a in ARTISTS if a in set(sub.artist)] + sorted(set(sub.artist) - set(ARTISTS))
         rank = {m: i for i, m in enumerate(METHOD_ORDER)}
         rows = sorted(set(sub.row), key=lambda r: (rank.get(r.split(" [")[0], len(rank)), r))
@@ -77,7 +84,7 @@ def to_markdown(blocks: list[tuple[str, pd.DataFrame]]) -> str:
 
 def to_csv(df: pd.DataFrame) -> str:
     """Long format, one row per stored value: what scripts and spreadsheets want."""
-    cols = ["method", "profile", "artist", "seed", "display_name", "metric", "dims", "value", "std", "n_fake",
+    cols = ["method", "profile", "artist", "seed", "method_weights", "display_name", "metric", "dims", "value", "std", "n_fake",
             "n_real", "extractor_id", "resize_mode", "metric_version", "run_id"]
     if df.empty:
         return ",".join(cols) + "\n"

@@ -111,10 +111,15 @@ def test_leaderboard_layout_seeds_and_extractor_separation(tmp_path):
     assert first.loc["cyclegan [smoke]", "monet"] == "52.00 +- 2.83 (2 seeds) (n=10/402)"
     assert first.loc["cyclegan [smoke]", "cezanne"] == "-"
     md = leaderboard.to_markdown(blocks)
+    # a method whose own network is random-init is labelled in its row
+    _add(store, "e", "gatys", "monet", [_row(2048, 80.0)])
+    store.finish_run("e", "done", method_weights="random-init:seed0:sd-abc")
+    rows = dict(leaderboard.build(store.results()))[titles[1]].index
+    assert "gatys [smoke, random-init network]" in rows
     assert "| original [smoke] | - | 170.00 (n=10/402) |" in md
     # a pretrained-weights value never lands in a random-init block
     assert "99.00" in md.split("### FID-2048[random-init]")[0]
     assert "99.00" not in md.split("### FID-2048[random-init]")[1]
     csv = leaderboard.to_csv(store.results())
-    assert csv.splitlines()[0].startswith("method,profile,artist,seed,display_name")
-    assert len(csv.strip().splitlines()) == 1 + 7  # one line per stored value
+    assert csv.splitlines()[0].startswith("method,profile,artist,seed,method_weights,display_name")
+    assert len(csv.strip().splitlines()) == 1 + 8  # one line per stored value

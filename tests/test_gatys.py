@@ -57,7 +57,7 @@ def test_style_layer_loss_is_gatys_E_l():
 
 
 def test_pretrained_weights_are_required_unless_random_is_asked_for(tmp_path, home, photos):
-    method = G.Gatys(G.Gatys.default_config("ci"))  # weights="pretrained" by default
+    method = G.Gatys(G.Gatys.default_config("quick"))  # quick/paper insist on pretrained weights
     assert method.config.weights == "pretrained"
     with pytest.raises(ArtshiftError, match="weights=random") as info:
         method.fit(TrainData("cezanne", [], list(photos)), tiny_run(tmp_path / "run", home))
@@ -195,6 +195,22 @@ def test_translate_before_fit_is_a_clear_error():
 def test_profiles():
     for profile in ("ci", "smoke", "quick", "paper"):
         config = G.Gatys.default_config(profile)
-        assert config.weights == "pretrained" and config.style_policy == "nearest"
+        assert config.weights == ("auto" if profile in ("ci", "smoke") else "pretrained")
+        assert config.style_policy == "nearest"
+
+
+def test_auto_weights_fall_back_to_labelled_random_only_when_the_file_is_missing(tmp_path, home, photos,
+                                                                                   monkeypatch):
+    monkeypatch.setenv("ARTSHIFT_OFFLINE", "1")
+    method = G.Gatys(ci_config(weights="auto"))
+    assert method.load_network(home).startswith("random-init:")
+    # a present but corrupt file is an error, not a silent fallback
+    from benchmark import weights
+
+    bad = weights.path_of("vgg19", home)
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ArtshiftError):
+        G.Gatys(ci_config(weights="auto")).load_network(home)
     with pytest.raises(ArtshiftError):
         G.Gatys.default_config("fast")
