@@ -107,8 +107,8 @@ class FastCUTConfig(CUTConfig):
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(load_size=36, crop_size=32, ngf=8, n_blocks=2, ndf=8, netF_nc=32,
                n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
-    # minutes on 2 CPU cores: the same 3000 iterations as CycleGAN smoke (a CUT iteration costs ~2/3 of
-    # a CycleGAN one, FastCUT ~2/5: measured side by side on 64 px crops)
+    # minutes on 2 CPU cores: 3000 iterations (a CUT iteration costs ~2/3 of a CycleGAN one, FastCUT
+    # ~2/5: measured side by side on 64 px crops), about the compute of CycleGAN's 2000-iteration smoke
     "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
                   n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),

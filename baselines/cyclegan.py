@@ -82,9 +82,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # seconds: tiny nets on 32 px crops, 20 iterations
     "ci": dict(load_size=36, crop_size=32, ngf=8, n_blocks=2, ndf=8, pool_size=50,
                n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
-    # minutes on 2 CPU cores (see benchmarks/cyclegan_iter.py for the measured iteration time)
+    # minutes on 2 CPU cores: 2000 iterations at ~125 ms on 2 idle cores (benchmarks/cyclegan_iter.py)
+    # leave room for evaluation and, for "ours" (~1.25x per iteration), the bank, in a 10-minute run
     "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
-                  n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
+                  n_epochs=2, n_epochs_decay=2, epoch_size=500, checkpoint_every=500),
     # about an hour on one GPU: full networks at 256 px, a shortened schedule of short epochs
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
     "paper": dict(checkpoint_every=5000),

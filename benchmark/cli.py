@@ -10,7 +10,7 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -85,7 +85,7 @@ def run_cmd(
     seed: int = typer.Option(0, "--seed"),
     data_root: Optional[Path] = DataRoot,
     home: Optional[Path] = Home,
-    set_: List[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
     force: bool = typer.Option(False, "--force", help="re-run even if this spec finished before"),
     weights: Optional[Weights] = typer.Option(None, "--weights",
                                               help="Inception weights (default: auto for ci/smoke, else pretrained)"),
@@ -202,7 +202,7 @@ def weights_list() -> None:
     rows = weights.list_weights()
     cols = list(rows[0].keys()) if rows else []
     for col in cols:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*[escape(str(r[c])) for c in cols])
     out.print(table)

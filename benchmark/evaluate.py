@@ -9,9 +9,10 @@ computed fresh every time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmark.metrics import display_name
 from benchmark.metrics import fid as fid_metric

@@ -24,7 +24,7 @@ class RunSpec:
 
     @staticmethod
     def make(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
-             data_fingerprint: str) -> "RunSpec":
+             data_fingerprint: str) -> RunSpec:
         return RunSpec(method, artist, profile, seed, tuple(sorted(overrides.items())), data_fingerprint)
 
     def canonical_json(self) -> str:
@@ -35,7 +35,7 @@ class RunSpec:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
 
     @staticmethod
-    def from_json(text: str) -> "RunSpec":
+    def from_json(text: str) -> RunSpec:
         raw = json.loads(text)
         raw["overrides"] = tuple(tuple(kv) for kv in raw.get("overrides", ()))
         return RunSpec(**raw)

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch

@@ -26,9 +26,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -334,7 +335,7 @@ def set_search_params(index: Any, kind: str, spec: BankSpec) -> None:
 class ClassIndex:
     """One searchable set of patches (one scale, one class): index + kept ids + bank mean."""
 
-    def __init__(self, scale: "ScaleBank", name: str, index: Any, ids: np.ndarray, mean: np.ndarray,
+    def __init__(self, scale: ScaleBank, name: str, index: Any, ids: np.ndarray, mean: np.ndarray,
                  kind: str, backend: str, device: torch.device):
         self.scale, self.name, self.index, self.kind = scale, name, index, kind
         self.ids = ids.astype(np.int64)
@@ -408,7 +409,7 @@ class ClassIndex:
 class ScaleBank:
     """The banks of one patch scale: the class-agnostic one plus optional semantic ones."""
 
-    def __init__(self, bank: "MemoryBank", patch: int, stride: int):
+    def __init__(self, bank: MemoryBank, patch: int, stride: int):
         self.bank, self.patch, self.stride = bank, patch, stride
         self.spec = bank.spec
         self.geometry = bank.spec.geometry
@@ -461,7 +462,7 @@ class MemoryBank:
 
     @classmethod
     def load(cls, root: Path, device: torch.device | str = "cpu", backend: str = "auto",
-             search: dict[str, Any] | None = None) -> "MemoryBank":
+             search: dict[str, Any] | None = None) -> MemoryBank:
         import faiss
 
         root = Path(root)

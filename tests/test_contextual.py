@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers_bank import make_photos
 
 from methods.contextual import ContextualLoss, affinities, cx_loss, truncation_bound
 from methods.memory_bank import BankSpec, build_bank, load_resized, to_unit, unfold_patches
-from helpers_bank import make_photos
 
 
 def np_cx(q: np.ndarray, m: np.ndarray, mu: np.ndarray, h: float = 1.0, eps: float = 1e-5):
