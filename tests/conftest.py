@@ -40,3 +40,13 @@ def shared_data() -> Path:
     if not (path / "photos" / "test").is_dir():
         pytest.skip(f"real data subset not found at {path} (set ARTSHIFT_DATA)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_flags():
+    """RunContext(deterministic=True) switches torch's deterministic mode on globally; undo it."""
+    import torch
+
+    flag = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.use_deterministic_algorithms(flag)

@@ -23,14 +23,6 @@ from benchmark.profiles import apply_overrides
 from benchmark.training import CHECKPOINT, TrainingDiverged, train
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    """RunContext(deterministic=True) switches torch's deterministic mode on globally; undo it."""
-    flag = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(flag)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return tiny_data(tmp_path_factory.mktemp("tiny"))

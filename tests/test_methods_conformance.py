@@ -30,13 +30,6 @@ OVERRIDES: dict[str, dict[str, str]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    flag = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(flag)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return tiny_data(tmp_path_factory.mktemp("tiny"))
