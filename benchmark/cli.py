@@ -24,8 +24,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="artshift: translate paintings to photos with registered methods and measure the domain gap.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list manifests, fetch (verified), verify.")
 weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
+stats_app = typer.Typer(no_args_is_help=True,
+                        help="Reference statistics as pytorch-fid-compatible .npz files (mu, sigma).")
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
+app.add_typer(stats_app, name="stats")
 try:  # the memory-bank commands live with the method that owns them
     from methods.bank_cli import bank_app
 
@@ -230,6 +233,47 @@ def weights_verify(name: str) -> None:
     from benchmark import weights
 
     out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
+
+
+@stats_app.command("export")
+def stats_export(
+    artist: str = typer.Option(..., "--artist", "-a"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for one .npz per Inception layer"),
+    split: str = typer.Option("photos_test", "--split", help="photos_test, photos_train, paintings_test, ..."),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    weights: Weights = typer.Option(Weights.auto, "--weights"),
+    resize_mode: str = typer.Option("clean", "--resize-mode", help="clean, pytorch-fid or torch-fidelity"),
+) -> None:
+    """Write the (cached) statistics of one split at every layer, loadable by pytorch-fid."""
+    from benchmark import data, paths
+    from benchmark.evaluate import make_extractor
+    from benchmark.features import reference_stats
+    from benchmark.runner import CALIBRATION_PHOTOS
+
+    home_dir = paths.home(home)
+    domain = data.resolve_domain(artist, paths.data_root(data_root))
+    if not hasattr(domain, split) or split in ("artist", "root", "layout"):
+        raise ArtshiftError(f"unknown split {split!r}",
+                            hint="one of photos_test, photos_train, paintings_test, paintings_train")
+    extractor = make_extractor(weights.value, domain.photos_train[:CALIBRATION_PHOTOS], home_dir,
+                               resize_mode=resize_mode)
+    stats = reference_stats(extractor, list(getattr(domain, split)), home_dir / "cache" / "stats")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"-{extractor.display_tag}" if extractor.display_tag else ""
+    for dims, st in stats.items():
+        path = out_dir / f"{artist}-{split}-{dims}{tag}.npz"
+        st.save_npz(path)
+        out.print(escape(f"{path}  (n={st.n}, extractor {extractor.id}, resize {extractor.resize_mode})"),
+                  highlight=False)
+
+
+@stats_app.command("fid")
+def stats_fid(first: Path, second: Path) -> None:
+    """Frechet distance between two statistics files (ours or pytorch-fid's .npz)."""
+    from benchmark.metrics.fid import Stats, frechet_distance
+
+    out.print(f"{frechet_distance(Stats.load_npz(first), Stats.load_npz(second)):.6f}")
 
 
 def main() -> None:

@@ -54,3 +54,24 @@ def test_missing_data_says_where_and_how(tmp_path):
 def test_leaderboard_empty_store_is_helpful():
     res = runner.invoke(app, ["leaderboard"])
     assert res.exit_code == 0 and "No finished runs yet" in res.output
+
+
+def test_stats_fid_reads_pytorch_fid_npz_and_agrees_with_it(tmp_path):
+    import numpy as np
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i, shift in enumerate((0.0, 0.7)):
+        f = rng.normal(size=(300, 16)) + shift
+        mu, sigma = f.mean(0), np.cov(f, rowvar=False)
+        np.savez(tmp_path / f"s{i}.npz", mu=mu, sigma=sigma)  # exactly what pytorch-fid --save-stats writes
+        files.append((mu, sigma))
+    res = runner.invoke(app, ["stats", "fid", str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")])
+    assert res.exit_code == 0, res.output
+    expected = calculate_frechet_distance(files[0][0], files[0][1], files[1][0], files[1][1])
+    assert float(res.output.strip()) == pytest.approx(expected, rel=1e-5)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, mean=np.zeros(3))
+    res = _bench("stats", "fid", str(bad), str(tmp_path / "s0.npz"))
+    assert res.returncode == 2 and "'mu' and 'sigma'" in res.stderr

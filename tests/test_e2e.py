@@ -105,3 +105,13 @@ def test_eval_external_folder(shared_data, e2e_home):
     df = Store(e2e_home / "results.sqlite").results()
     sub = df[df.method == "vangogh-as-is"]
     assert set(sub.n_fake) == {40} and set(sub.n_real) == {402}
+
+
+def test_stats_export_is_pytorch_fid_compatible(shared_data, e2e_home, tmp_path):
+    import numpy as np
+
+    _run("stats", "export", "--artist", "cezanne", "--out", str(tmp_path), "--data-root", str(shared_data))
+    files = sorted(tmp_path.glob("cezanne-photos_test-*-random-init.npz"))
+    assert len(files) == 4
+    with np.load(tmp_path / "cezanne-photos_test-2048-random-init.npz") as z:
+        assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 402
