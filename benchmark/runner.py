@@ -118,7 +118,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
     cls = registry.methods.get(method)
     config = apply_overrides(cls.default_config(profile), overrides)
 
-    domain = data.ensure_domain(artist, root, home) if hasattr(data, "ensure_domain") else data.resolve_domain(artist, root)
+    domain = data.ensure_domain(artist, root, home, progress=progress)  # fetched (verified) when missing + online
     data_fp = data.fingerprint(domain.paintings_train + domain.paintings_test + domain.photos_train
                                + domain.photos_test)
     spec = RunSpec.make(method, artist, profile, seed, overrides, data_fp)
@@ -185,7 +185,7 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     store = store or Store(home / "results.sqlite")
     images = Path(images)
     fakes = data.list_images(images)
-    domain = data.resolve_domain(artist, root)
+    domain = data.ensure_domain(artist, root, home, progress=progress)
     fake_fp = data.fingerprint(fakes)
     data_fp = data.fingerprint(domain.photos_test)
     spec = RunSpec.make(name, artist, "external", 0, {"images": fake_fp}, data_fp)
