@@ -34,7 +34,7 @@ def _cell(values: pd.Series, n_real: pd.Series, n_fake: pd.Series, metric: str) 
 def _row_label(method: str, profile: str, kind: str, method_weights: str | None = None) -> str:
     if kind == "eval":
         return method
-    if method_weights and not str(method_weights).startswith("pretrained"):
+    if isinstance(method_weights, str) and not method_weights.startswith("pretrained"):  # NULL reads as NaN
         # e.g. Gatys with a random-init VGG: never shown as the paper's style-transfer row
         return f"{method} [{profile}, {str(method_weights).split(':')[0]} network]"
     return f"{method} [{profile}]"

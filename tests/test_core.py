@@ -116,6 +116,14 @@ def test_leaderboard_layout_seeds_and_extractor_separation(tmp_path):
     store.finish_run("e", "done", method_weights="random-init:seed0:sd-abc")
     rows = dict(leaderboard.build(store.results()))[titles[1]].index
     assert "gatys [smoke, random-init network]" in rows
+    assert "cyclegan [smoke]" in rows and not any("nan" in r for r in rows)
+    # the same when the only runs are methods without their own network weights (all NULL)
+    plain = Store(tmp_path / "plain.sqlite")
+    _add(plain, "p", "cut", "monet", [_row(2048, 80.0)])
+    _add(plain, "q", "gatys", "monet", [_row(2048, 70.0)])
+    plain.finish_run("q", "done", method_weights="random-init:seed0:sd-abc")
+    assert list(leaderboard.build(plain.results())[0][1].index) == ["gatys [smoke, random-init network]",
+                                                                      "cut [smoke]"]
     assert "| original [smoke] | - | 170.00 (n=10/402) |" in md
     # a pretrained-weights value never lands in a random-init block
     assert "99.00" in md.split("### FID-2048[random-init]")[0]
