@@ -171,7 +171,7 @@ class CycleGAN(IterativeMethod):
             images, bad = load_images(paths[start:start + 64], skip_bad)
             skipped += bad
             for img in images:
-                img = img.resize((size, size), Image.BICUBIC)
+                img = img.resize((size, size), Image.Resampling.BICUBIC)
                 out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
         if skipped:
             run.log.warning("skipped %d bad %s image(s): %s", len(skipped), what, ", ".join(map(str, skipped[:5])))

@@ -25,8 +25,9 @@ import copy
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from torchvision.models import inception as tvi
 from benchmark import paths as bpaths
 from benchmark.data import BadImageError, fingerprint, load_image
 from benchmark.errors import ArtshiftError
+
+if TYPE_CHECKING:
+    from benchmark.metrics.fid import Stats
 
 log = logging.getLogger("artshift.features")
 
@@ -124,6 +128,9 @@ class FIDInceptionV3(tvi.Inception3):
 class _Conv(nn.Module):
     """Convolution + folded BatchNorm (+ ReLU) for one or several BasicConv2d with the same input."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, *blocks: tvi.BasicConv2d):
         super().__init__()
         ws, bs = [], []
@@ -142,7 +149,7 @@ class _Conv(nn.Module):
         return F.relu(y, inplace=True) if relu else y
 
 
-def _chain(convs: Sequence[_Conv], x: torch.Tensor) -> torch.Tensor:
+def _chain(convs: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for c in convs:
         x = c(x)
     return x
@@ -260,7 +267,7 @@ def _resize_clean(img: np.ndarray) -> np.ndarray:
     chans = []
     for c in range(3):
         ch = Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32))
-        chans.append(np.asarray(ch.resize((INPUT_SIZE, INPUT_SIZE), resample=Image.BICUBIC)).clip(0, 255))
+        chans.append(np.asarray(ch.resize((INPUT_SIZE, INPUT_SIZE), resample=Image.Resampling.BICUBIC)).clip(0, 255))
     return np.stack(chans)  # 3 x 299 x 299, float32
 
 
@@ -583,7 +590,7 @@ def extract_paths(extractor: FIDInceptionExtractor, paths: Sequence[Path], batch
 
 
 def reference_stats(extractor: FIDInceptionExtractor, paths: Sequence[Path], cache_dir: Path,
-                    **kw) -> dict[int, object]:
+                    **kw) -> dict[int, Stats]:
     """Per-layer ``Stats`` of a real image set, cached by content + extractor id + resize mode."""
     from benchmark.metrics.fid import Stats
 

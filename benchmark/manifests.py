@@ -106,7 +106,7 @@ class Manifest:
             if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)):
                 raise ManifestError(f"{source}: key {key!r} must be a {_type_word(typ)}, got {data[key]!r}")
         try:
-            return cls(**dict(data), source=source)
+            return cls(**dict(data), source=source)  # type: ignore[arg-type]  # key types checked above
         except ManifestError:
             raise
         except TypeError as exc:  # pragma: no cover - guarded by the checks above

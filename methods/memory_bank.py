@@ -180,7 +180,7 @@ def load_resized(paths: Sequence[Path], size: int, skip_bad: bool = False,
                 raise
             continue
         if img.size != (size, size):
-            img = img.resize((size, size), Image.BICUBIC)
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
         out.append(np.asarray(img, dtype=np.uint8))
         used.append(Path(p))
     if not out:

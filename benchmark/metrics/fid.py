@@ -51,14 +51,14 @@ class Stats:
 
     def save_npz(self, path: Path, with_sqrt: bool = False) -> None:
         """pytorch-fid-compatible (keys ``mu``, ``sigma``) plus ``n`` and, when known, features."""
-        extra: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"mu": self.mu, "sigma": self.sigma, "n": np.asarray(self.n, np.int64)}
         if self.features is not None:
-            extra["features"] = self.features
+            arrays["features"] = self.features
         if with_sqrt:
-            extra["sqrt_sigma"] = self.sqrt_sigma
+            arrays["sqrt_sigma"] = self.sqrt_sigma
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n), **extra)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as the allow_pickle flag
         tmp.replace(path)
 
     @staticmethod
