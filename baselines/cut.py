@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.cyclegan import CycleGAN
+from baselines.cyclegan import CycleGAN, UnpairedTrainingConfig
 from baselines.networks import (
     CUT_NCE_LAYERS,
     PatchDiscriminator,
@@ -63,18 +63,9 @@ from benchmark.training import IterativeMethod
 
 
 @dataclass
-class CUTConfig:
+class CUTConfig(UnpairedTrainingConfig):
     """Defaults are CUT's published setting (the ``paper`` profile; the reference's train options)."""
 
-    load_size: int = 286
-    crop_size: int = 256
-    flip: bool = True
-    ngf: int = 64
-    n_blocks: int = 9
-    ndf: int = 64
-    n_layers_D: int = 3
-    norm: str = "instance"
-    init_gain: float = 0.02
     lambda_GAN: float = 1.0
     lambda_NCE: float = 1.0
     nce_idt: bool = True  # identity NCE on photos (CUT); FastCUT: off
@@ -83,14 +74,8 @@ class CUTConfig:
     num_patches: int = 256
     netF_nc: int = 256  # MLP head width
     nce_T: float = 0.07
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    batch_size: int = 1
     n_epochs: int = 200
     n_epochs_decay: int = 200
-    epoch_size: int | None = None  # iterations per epoch; None: max(#paintings, #photos) // batch_size
-    checkpoint_every: int = 1000
 
 
 @dataclass

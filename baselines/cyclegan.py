@@ -50,8 +50,9 @@ from benchmark.training import IterativeMethod
 
 
 @dataclass
-class CycleGANConfig:
-    """Defaults are the published setting (the ``paper`` profile)."""
+class UnpairedTrainingConfig:
+    """Data, network-size and schedule settings shared by every unpaired GAN here (CycleGAN,
+    ours, CUT/FastCUT), so the methods are configured, and compared, on the same terms."""
 
     load_size: int = 286  # training images are resized to load x load (bicubic) ...
     crop_size: int = 256  # ... then randomly cropped to crop x crop
@@ -61,12 +62,7 @@ class CycleGANConfig:
     ndf: int = 64
     n_layers_D: int = 3
     norm: str = "instance"
-    use_dropout: bool = False
     init_gain: float = 0.02
-    lambda_A: float = 10.0  # cycle A -> B -> A
-    lambda_B: float = 10.0  # cycle B -> A -> B
-    lambda_identity: float = 0.5  # identity weight, as a fraction of lambda_A / lambda_B
-    pool_size: int = 50
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -75,6 +71,17 @@ class CycleGANConfig:
     n_epochs_decay: int = 100  # epochs of linear decay
     epoch_size: int | None = None  # iterations per epoch; None: max(#paintings, #photos) // batch_size
     checkpoint_every: int = 1000
+
+
+@dataclass
+class CycleGANConfig(UnpairedTrainingConfig):
+    """Defaults are the published setting (the ``paper`` profile)."""
+
+    use_dropout: bool = False
+    lambda_A: float = 10.0  # cycle A -> B -> A
+    lambda_B: float = 10.0  # cycle B -> A -> B
+    lambda_identity: float = 0.5  # identity weight, as a fraction of lambda_A / lambda_B
+    pool_size: int = 50
 
 
 # Settings per profile on top of the dataclass defaults (which are the paper's).
