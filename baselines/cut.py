@@ -32,7 +32,7 @@ Choices made where the reference leaves room (documented so they can be checked)
 
 Training images and batches: CycleGAN's in-memory image set and ``batch(seed, iteration)``
 (one epoch = max(#paintings, #photos) iterations, per-epoch painting permutation, random
-photo, random crop and flip) are reused from ``baselines.cyclegan`` so both methods see the
+photo, random crop and flip) come from the ``UnpairedGAN`` base in ``baselines.cyclegan``, so both methods see the
 same data stream; the flip-equivariance coin is drawn from its own pure (seed, iteration) RNG.
 """
 
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.cyclegan import CycleGAN, UnpairedTrainingConfig
+from baselines.cyclegan import UnpairedGAN, UnpairedTrainingConfig
 from baselines.networks import (
     CUT_NCE_LAYERS,
     PatchDiscriminator,
@@ -57,9 +57,7 @@ from baselines.networks import (
     set_requires_grad,
 )
 from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
 from benchmark.profiles import check_profile
-from benchmark.training import IterativeMethod
 
 
 @dataclass
@@ -167,7 +165,7 @@ class PatchHeads(nn.Module):
         return F.normalize(self.mlps[name](patches), dim=1, eps=1e-7)
 
 
-class CUT(IterativeMethod):
+class CUT(UnpairedGAN):
     name = "cut"
     config_class: ClassVar[type] = CUTConfig
 
@@ -217,30 +215,9 @@ class CUT(IterativeMethod):
         for net in self.networks().values():
             init_weights(net, self.config.init_gain, generator)
 
-    def setup(self, data: TrainData, run: RunContext) -> None:
-        self._sizes = (len(data.paintings), len(data.photos))
-        self.init_networks(torch.Generator().manual_seed(int(run.seed)))
-
-    # The in-memory image set, epoch bookkeeping, learning-rate rule and batch sampling are
-    # CycleGAN's (same attributes: config.load_size/crop_size/flip/batch_size/epoch_size,
-    # _sizes, paintings, photos, device), borrowed rather than copied.
-    epoch_size = CycleGAN.epoch_size
-    lr_at = CycleGAN.lr_at
-    _load = CycleGAN._load
-    _augment = CycleGAN._augment
-
-    def total_iterations(self) -> int:
-        return (self.config.n_epochs + self.config.n_epochs_decay) * self.epoch_size
-
-    def prepare(self, data: TrainData, run: RunContext) -> None:
-        self.paintings = self._load(data.paintings, data.skip_bad_images, "paintings", run)
-        self.photos = self._load(data.photos, data.skip_bad_images, "photos", run)
-        run.log.info("%s: %d paintings, %d photos at %d px", self.name, len(self.paintings), len(self.photos),
-                     self.config.load_size)
-
     def batch(self, seed: int, iteration: int) -> dict[str, Any]:
         """CycleGAN's painting/photo crops plus the flip-equivariance coin: pure in (seed, iteration)."""
-        out = dict(CycleGAN.batch(self, seed, iteration))
+        out = dict(super().batch(seed, iteration))
         rng = np.random.default_rng([seed % 2**63, iteration, 0xF11B])
         out["flip"] = bool(self.config.flip_equivariance and rng.random() < 0.5)
         return out

@@ -22,6 +22,7 @@ and ``default_config`` can be extended with extra fields.
 
 from __future__ import annotations
 
+import abc
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
@@ -99,46 +100,17 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-class CycleGAN(IterativeMethod):
-    name = "cyclegan"
-    config_class: ClassVar[type] = CycleGANConfig
+class UnpairedGAN(IterativeMethod):
+    """What every unpaired GAN here shares: the in-memory image sets, epochs counted in
+    max(#paintings, #photos) iterations, the linear-decay learning-rate rule and the batch
+    sampler that is a pure function of (seed, iteration). Subclasses provide the networks
+    (``init_networks``), the losses and the state dict.
+    """
 
-    @classmethod
-    def default_config(cls, profile: str) -> Any:
-        return cls.config_class(**PROFILE_SETTINGS[check_profile(profile)])
+    _sizes: tuple[int, int] | None = None
 
-    def __init__(self, config: CycleGANConfig, device: torch.device | str = "cpu"):
-        super().__init__(config, device)
-        c = config
-        if c.crop_size > c.load_size:
-            raise ArtshiftError(f"crop_size {c.crop_size} is larger than load_size {c.load_size}",
-                                hint="set load_size >= crop_size (the reference uses 286 / 256)")
-        if c.crop_size % 4:
-            raise ArtshiftError(f"crop_size {c.crop_size} is not a multiple of 4",
-                                hint="the generator downsamples twice by 2; use e.g. 32, 64, 128, 256")
-        self.checkpoint_every = int(c.checkpoint_every)
-        self.G_A = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, c.use_dropout).to(self.device)
-        self.G_B = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, c.use_dropout).to(self.device)
-        self.D_A = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
-        self.D_B = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
-        self.init_networks(torch.Generator().manual_seed(0))
-        betas = (c.beta1, c.beta2)
-        self.opt_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), lr=c.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=c.lr, betas=betas)
-        self.fake_A_pool = ImagePool(c.pool_size)  # generated paintings, for D_B
-        self.fake_B_pool = ImagePool(c.pool_size)  # generated photos, for D_A
-        self._sizes: tuple[int, int] | None = None
-        self.paintings: torch.Tensor | None = None
-        self.photos: torch.Tensor | None = None
-
-    # --- set-up ---------------------------------------------------------------------------
-    def networks(self) -> dict[str, torch.nn.Module]:
-        """Every trained network by checkpoint key; subclasses with more networks extend it."""
-        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
-
-    def init_networks(self, generator: torch.Generator) -> None:
-        for net in self.networks().values():
-            init_weights(net, self.config.init_gain, generator)
+    @abc.abstractmethod
+    def init_networks(self, generator: torch.Generator) -> None: ...
 
     def setup(self, data: TrainData, run: RunContext) -> None:
         self._sizes = (len(data.paintings), len(data.photos))
@@ -214,6 +186,49 @@ class CycleGAN(IterativeMethod):
         return batch / 127.5 - 1.0
 
     # --- optimisation ---------------------------------------------------------------------
+
+
+class CycleGAN(UnpairedGAN):
+    name = "cyclegan"
+    config_class: ClassVar[type] = CycleGANConfig
+
+    @classmethod
+    def default_config(cls, profile: str) -> Any:
+        return cls.config_class(**PROFILE_SETTINGS[check_profile(profile)])
+
+    def __init__(self, config: CycleGANConfig, device: torch.device | str = "cpu"):
+        super().__init__(config, device)
+        c = config
+        if c.crop_size > c.load_size:
+            raise ArtshiftError(f"crop_size {c.crop_size} is larger than load_size {c.load_size}",
+                                hint="set load_size >= crop_size (the reference uses 286 / 256)")
+        if c.crop_size % 4:
+            raise ArtshiftError(f"crop_size {c.crop_size} is not a multiple of 4",
+                                hint="the generator downsamples twice by 2; use e.g. 32, 64, 128, 256")
+        self.checkpoint_every = int(c.checkpoint_every)
+        self.G_A = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, c.use_dropout).to(self.device)
+        self.G_B = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, c.use_dropout).to(self.device)
+        self.D_A = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
+        self.D_B = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
+        self.init_networks(torch.Generator().manual_seed(0))
+        betas = (c.beta1, c.beta2)
+        self.opt_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), lr=c.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=c.lr, betas=betas)
+        self.fake_A_pool = ImagePool(c.pool_size)  # generated paintings, for D_B
+        self.fake_B_pool = ImagePool(c.pool_size)  # generated photos, for D_A
+        self._sizes: tuple[int, int] | None = None
+        self.paintings: torch.Tensor | None = None
+        self.photos: torch.Tensor | None = None
+
+    # --- set-up ---------------------------------------------------------------------------
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Every trained network by checkpoint key; subclasses with more networks extend it."""
+        return {"G_A": self.G_A, "G_B": self.G_B, "D_A": self.D_A, "D_B": self.D_B}
+
+    def init_networks(self, generator: torch.Generator) -> None:
+        for net in self.networks().values():
+            init_weights(net, self.config.init_gain, generator)
+
     def extra_generator_losses(self, real_A: torch.Tensor, fake_B: torch.Tensor) -> dict[str, torch.Tensor]:
         """Hook for subclasses: extra (already weighted) generator loss terms, added to the G objective."""
         return {}
