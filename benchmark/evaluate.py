@@ -1,7 +1,9 @@
-"""Evaluate a folder of images against a real photo set: FID at every Inception layer + KID.
+"""Evaluate a folder of images against a real photo set with every applicable registered metric.
 
 Everything downstream of ``translate`` works on image files, so a method that lives outside
-artshift is ranked the same way (``bench eval --images DIR``). The real set's features are
+artshift is ranked the same way (``bench eval --images DIR``). The loop reads the registries:
+for each extractor asked for, each of its layers, each registered metric that applies to that
+layer, one ``MetricRow``; it never names a network or a metric. The real set's statistics are
 cached (keyed by its content, the extractor id and the resize mode); the generated set's are
 computed fresh every time.
 """
@@ -14,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.metrics import display_name
-from benchmark.metrics import fid as fid_metric
-from benchmark.metrics import kid as kid_metric
+from benchmark import registry
+from benchmark.errors import ArtshiftError
+from benchmark.extractor import FeatureExtractor
+from benchmark.metrics import Metric, display_name
 from benchmark.store import MetricRow
 
 log = logging.getLogger("artshift.evaluate")
 
-KID_DIMS = 2048  # KID is reported on the standard pool features, as in the KID paper
+DEFAULT_EXTRACTORS = ("inception",)  # what `bench run` measures; `bench eval --with` adds others
 
 
 @dataclass
@@ -32,37 +35,68 @@ class Evaluation:
     skipped: list[Path]
 
 
-def make_extractor(weights: str, calibration_paths: Sequence[Path], home: Path, resize_mode: str = "clean",
-                   seed: int = 0, device: str = "cpu") -> Any:
-    """The FID Inception extractor for ``weights`` in {auto, pretrained, random}."""
+def make_extractor(weights: str, calibration_paths: Sequence[Path], home: Path, resize_mode: str | None = None,
+                   seed: int = 0, device: str = "cpu", name: str = "inception") -> Any:
+    """The registered extractor ``name`` for ``weights`` in {auto, pretrained, random}."""
+    from benchmark import extractor
+
+    return extractor.make(name, weights=weights, resize_mode=resize_mode, home=home,
+                          calibration_paths=list(calibration_paths), seed=seed, device=device)
+
+
+def select_metrics(names: Sequence[str] | None = None) -> list[Metric]:
+    """Registered metrics (all, or ``names`` with did-you-mean errors), in registration order."""
+    return [registry.metrics.get(n) for n in (names if names is not None else registry.metrics.names())]
+
+
+def split_with(names: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """``--with vgg19,kid``: names of extractors and of metrics, each checked against its registry."""
+    extractors, metrics = [], []
+    for name in names:
+        if name in registry.extractors:
+            extractors.append(name)
+        elif name in registry.metrics:
+            metrics.append(name)
+        else:
+            known = sorted(registry.extractors.names() + registry.metrics.names())
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            raise ArtshiftError(f"--with {name}: not a registered extractor or metric (known: {', '.join(known)})",
+                                hint=f"did you mean {close[0]!r}?" if close else None)
+    return extractors or list(DEFAULT_EXTRACTORS), metrics or None
+
+
+def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: FeatureExtractor, cache_dir: Path,
+                   skip_bad: bool = False, progress: bool = True,
+                   metrics: Sequence[str] | None = None) -> Evaluation:
+    """Every applicable (layer, metric) pair of ``extractor`` for ``fake`` against ``real``."""
     from benchmark import features
+    from benchmark.metrics.fid import Stats
 
-    return features.get_extractor(weights=weights, resize_mode=resize_mode, home=home,
-                                  calibration_paths=list(calibration_paths), seed=seed, device=device)
-
-
-def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Any, cache_dir: Path,
-                   skip_bad: bool = False, kid_subsets: int = 100, kid_seed: int = 0,
-                   progress: bool = True) -> Evaluation:
-    from benchmark import features
-
-    real_stats = features.reference_stats(extractor, list(real), cache_dir, skip_bad=skip_bad, progress=progress)
-    fake_feats = features.extract_paths(extractor, list(fake), skip_bad=skip_bad, progress=progress)
+    chosen = select_metrics(metrics)
+    layers = [k for k in extractor.layers if any(m.applies_to(k) for m in chosen)]
+    if not layers:
+        raise ArtshiftError(f"none of the metrics {', '.join(m.name for m in chosen)} applies to a layer of "
+                            f"{extractor.name} ({', '.join(extractor.layers)})",
+                            hint="see `bench metrics` for which layers each metric applies to")
+    real_stats = features.reference_stats(extractor, list(real), cache_dir, skip_bad=skip_bad, progress=progress,
+                                          layers=layers)
+    fake_feats = features.extract_paths(extractor, list(fake), skip_bad=skip_bad, progress=progress, layers=layers)
     skipped = list(getattr(fake_feats, "skipped", []))
-    tag = extractor.display_tag
-    rows = []
     n_fake = next(iter(fake_feats.values())).shape[0]
     n_real = next(iter(real_stats.values())).n
-    for dims in extractor.layers:
-        fake_stats = fid_metric.Stats.from_features(fake_feats[dims])
-        value = fid_metric.frechet_distance(real_stats[dims], fake_stats)
-        rows.append(MetricRow("fid", dims, display_name("fid", dims, tag), value, real_stats[dims].n, n_fake,
-                              extractor.id, extractor.resize_mode, fid_metric.VERSION))
-    real_kid = real_stats[KID_DIMS].features
-    if real_kid is not None:
-        res = kid_metric.kid(real_kid, fake_feats[KID_DIMS], n_subsets=kid_subsets, seed=kid_seed)
-        rows.append(MetricRow("kid", KID_DIMS, display_name("kid", KID_DIMS, tag), res.mean, n_real, n_fake,
-                              extractor.id, extractor.resize_mode, kid_metric.VERSION, std=res.std))
-    else:
-        log.warning("reference statistics carry no features: KID skipped")
+    rows = []
+    for metric in chosen:
+        for layer in layers:
+            if not metric.applies_to(layer):
+                continue
+            ref = real_stats[layer]
+            if metric.needs_features and ref.features is None:
+                log.warning("reference statistics for %s carry no features: %s skipped", layer, metric.name)
+                continue
+            res = metric.compute(ref, Stats.from_features(fake_feats[layer]))
+            rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag),
+                                  res.value, ref.n, n_fake, extractor.id, extractor.resize_mode, metric.version,
+                                  std=res.std, direction=metric.direction, low=res.low, high=res.high))
     return Evaluation(rows, n_real, n_fake, skipped)

@@ -39,6 +39,7 @@ from torchvision.models import inception as tvi
 from benchmark import paths as bpaths
 from benchmark.data import BadImageError, fingerprint, load_image
 from benchmark.errors import ArtshiftError
+from benchmark.extractor import FeatureExtractor, check_layers
 
 if TYPE_CHECKING:
     from benchmark.metrics.fid import Stats
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("artshift.features")
 
 LAYERS = (64, 192, 768, 2048)
+LAYER_IDS = tuple(f"inception:{d}" for d in LAYERS)  # the text ids every other module sees
 RESIZE_MODES = ("clean", "pytorch-fid", "torch-fidelity")
 INPUT_SIZE = 299
 WEIGHTS_NAME = "fid-inception"  # key in benchmark.weights.KNOWN
@@ -262,13 +264,13 @@ class FusedInception(nn.Module):
 
 # --- preprocessing: uint8 HxWx3 -> float32 3x299x299 in the network's input scale -------------
 
-def _resize_clean(img: np.ndarray) -> np.ndarray:
+def resize_clean(img: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """clean-fid's 'clean' mode: PIL bicubic on each float32 channel, clipped to [0, 255]."""
     chans = []
     for c in range(3):
         ch = Image.fromarray(np.ascontiguousarray(img[:, :, c], dtype=np.float32))
-        chans.append(np.asarray(ch.resize((INPUT_SIZE, INPUT_SIZE), resample=Image.Resampling.BICUBIC)).clip(0, 255))
-    return np.stack(chans)  # 3 x 299 x 299, float32
+        chans.append(np.asarray(ch.resize((size, size), resample=Image.Resampling.BICUBIC)).clip(0, 255))
+    return np.stack(chans)  # 3 x size x size, float32
 
 
 def _tf1_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -290,7 +292,7 @@ def _tf1_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
 def preprocess(img: np.ndarray, mode: str) -> torch.Tensor:
     """One RGB uint8 image (H x W x 3) -> 3 x 299 x 299 float32 network input, for ``mode``."""
     if mode == "clean":
-        return torch.from_numpy(_resize_clean(img)).sub_(128.0).div_(128.0)
+        return torch.from_numpy(resize_clean(img)).sub_(128.0).div_(128.0)
     t = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
     if mode == "pytorch-fid":  # ToTensor, bilinear interpolate inside the model, then 2x - 1
         x = t.float().div(255)
@@ -315,9 +317,10 @@ def _state_dict_hash(sd: dict[str, torch.Tensor]) -> str:
 
 
 class FIDInceptionExtractor:
-    """Callable feature extractor: preprocessed batch -> {layer: float32 [B, dims]}."""
+    """Callable feature extractor: preprocessed batch -> {layer id: float32 [B, dims]}."""
 
-    layers = LAYERS
+    layers = LAYER_IDS
+    widths = dict(zip(LAYER_IDS, LAYERS, strict=True))
     name = "inception"
 
     def __init__(self, state_dict: dict[str, torch.Tensor], *, id: str, display_tag: str = "",
@@ -356,12 +359,12 @@ class FIDInceptionExtractor:
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
         return preprocess(img, self.resize_mode)
 
-    def __call__(self, batch: torch.Tensor, layers: Sequence[int] = LAYERS) -> dict[int, torch.Tensor]:
-        bad = [k for k in layers if k not in LAYERS]
-        if bad:
-            raise ArtshiftError(f"unknown Inception layer(s) {bad} (known: {LAYERS})")
+    def __call__(self, batch: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        wanted = check_layers(self, layers)
+        dims = [self.widths[k] for k in wanted]
         with torch.inference_mode():
-            return self.fused(batch.to(self.device, torch.float32), layers)
+            out = self.fused(batch.to(self.device, torch.float32), dims)
+        return {k: out[d] for k, d in zip(wanted, dims, strict=True)}
 
     def __repr__(self) -> str:
         return f"FIDInceptionExtractor(id={self.id!r}, resize_mode={self.resize_mode!r})"
@@ -508,21 +511,26 @@ def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path 
     return FIDInceptionExtractor(sd, id=ident, display_tag="random-init", resize_mode=resize_mode, device=device)
 
 
-# --- folders of images -----------------------------------------------------------------------
+def create(**kwargs) -> FIDInceptionExtractor:
+    """Registry entry point (``benchmark.extractor.make("inception", ...)``)."""
+    return get_extractor(**kwargs)
+
+
+# --- folders of images (any registered extractor) ---------------------------------------------
 
 class LayerFeatures(dict):
-    """{layer: float64 [n, dims]} for the images that could be read; ``skipped`` lists the rest."""
+    """{layer id: float64 [n, dims]} for the images that could be read; ``skipped`` lists the rest."""
 
-    def __init__(self, data: dict[int, np.ndarray], paths: list[Path], skipped: list[Path]):
+    def __init__(self, data: dict[str, np.ndarray], paths: list[Path], skipped: list[Path]):
         super().__init__(data)
         self.paths = paths
         self.skipped = skipped
 
 
 class _ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], mode: str):
+    def __init__(self, paths: Sequence[Path], preprocess):
         self.paths = list(paths)
-        self.mode = mode
+        self.preprocess = preprocess
 
     def __len__(self):
         return len(self.paths)
@@ -532,7 +540,7 @@ class _ImageFiles(torch.utils.data.Dataset):
             img = np.asarray(load_image(self.paths[i]))
         except BadImageError:
             return i, None
-        return i, preprocess(img, self.mode)
+        return i, self.preprocess(img)
 
 
 def _collate(items):
@@ -548,28 +556,29 @@ def default_num_workers(n_images: int, batch_size: int) -> int:
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def extract_paths(extractor: FIDInceptionExtractor, paths: Sequence[Path], batch_size: int = 50,
+def extract_paths(extractor: FeatureExtractor, paths: Sequence[Path], batch_size: int = 50,
                   num_workers: int | None = None, skip_bad: bool = False, progress: bool = True,
-                  layers: Sequence[int] = LAYERS) -> LayerFeatures:
+                  layers: Sequence[str] | None = None) -> LayerFeatures:
     """Features of image files at every layer, in input order (float64 arrays).
 
     A file that cannot be read raises ``BadImageError`` naming it, or with ``skip_bad`` is left
     out and listed in the result's ``skipped``.
     """
     paths = [Path(p) for p in paths]
+    layers = check_layers(extractor, layers)
     if not paths:
         raise ArtshiftError("no images to extract features from")
     if num_workers is None:
         num_workers = default_num_workers(len(paths), batch_size)
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths, extractor.resize_mode), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_ImageFiles(paths, extractor.preprocess), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers, collate_fn=_collate,
                                          persistent_workers=False)
     from tqdm.auto import tqdm
 
-    chunks: dict[int, list[np.ndarray]] = {k: [] for k in layers}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in layers}
     kept: list[int] = []
     skipped: list[Path] = []
-    with tqdm(total=len(paths), desc="Inception features", unit="img", disable=not progress, leave=False) as bar:
+    with tqdm(total=len(paths), desc=f"{extractor.name} features", unit="img", disable=not progress, leave=False) as bar:
         for idx, batch, bad in loader:
             for i in bad:
                 if not skip_bad:
@@ -589,19 +598,20 @@ def extract_paths(extractor: FIDInceptionExtractor, paths: Sequence[Path], batch
     return LayerFeatures(out, [paths[i] for i in kept], skipped)
 
 
-def reference_stats(extractor: FIDInceptionExtractor, paths: Sequence[Path], cache_dir: Path,
-                    **kw) -> dict[int, Stats]:
+def reference_stats(extractor: FeatureExtractor, paths: Sequence[Path], cache_dir: Path,
+                    **kw) -> dict[str, Stats]:
     """Per-layer ``Stats`` of a real image set, cached by content + extractor id + resize mode."""
     from benchmark.metrics.fid import Stats
 
     paths = [Path(p) for p in paths]
-    key = hashlib.sha256("\0".join([fingerprint(paths), extractor.id, extractor.resize_mode,
+    layers = check_layers(extractor, kw.pop("layers", None))
+    key = hashlib.sha256("\0".join([fingerprint(paths), extractor.name, extractor.id, extractor.resize_mode,
                                     str(bool(kw.get("skip_bad", False)))]).encode()).hexdigest()[:20]
     cache_dir = Path(cache_dir)
-    files = {k: cache_dir / f"inception-{key}-{k}.npz" for k in extractor.layers}
+    files = {k: cache_dir / f"{extractor.name}-{key}-{k.partition(':')[2]}.npz" for k in layers}
     if all(f.is_file() for f in files.values()):
         return {k: Stats.load_npz(f) for k, f in files.items()}
-    feats = extract_paths(extractor, paths, **kw)
+    feats = extract_paths(extractor, paths, layers=layers, **kw)
     cache_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
     for k, f in files.items():
@@ -611,6 +621,7 @@ def reference_stats(extractor: FIDInceptionExtractor, paths: Sequence[Path], cac
 
 
 def copy_extractor(extractor: FIDInceptionExtractor, resize_mode: str) -> FIDInceptionExtractor:
+    # (Inception only: its three resize modes share one network)
     """The same weights with another resize mode (shares nothing mutable)."""
     other = copy.copy(extractor)
     if resize_mode not in RESIZE_MODES:

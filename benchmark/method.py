@@ -55,6 +55,9 @@ class RunContext:
 
 class Method(abc.ABC):
     name: ClassVar[str]
+    # Part of the run id: bump it in a method whose code change alters what it produces, so
+    # runs made before the change are not reused as if they were runs of the new code.
+    VERSION: ClassVar[str] = "1"
 
     def __init__(self, config: Any, device: torch.device | str = "cpu"):
         self.config = config

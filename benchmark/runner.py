@@ -1,15 +1,24 @@
-"""One benchmark run: fit -> translate every test painting -> evaluate -> record.
+"""One benchmark run: fit -> translate every test painting -> evaluate -> record; and the
+uses of a finished run (translate any folder with it, evaluate it with more extractors).
 
 Resumable at every stage: training resumes from its last checkpoint, translation skips
 paintings whose output already exists, and a finished run (``DONE`` marker + a 'done' row in
-the store) is returned from the store instead of being recomputed unless ``force`` is set.
+the store) is returned from the store instead of being recomputed unless ``force`` is set;
+asked for with other extractor weights, it is evaluated again without retraining.
+
+Translations are named by the source's path relative to its split folder plus ``.png``
+(``dog/pic_001.jpg`` -> ``translated/dog/pic_001.jpg.png``), so ``a.jpg`` and ``a.png`` or two
+classes' ``pic_001.jpg`` never collide, and each image's random state derives from its content
+hash, not its position, so translating one painting alone gives the same pixels as in the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,10 +31,10 @@ from PIL import Image
 
 from benchmark import data, paths, registry
 from benchmark.errors import ArtshiftError
-from benchmark.evaluate import evaluate_paths, make_extractor
+from benchmark.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import apply_overrides, check_profile
-from benchmark.spec import RunSpec
+from benchmark.spec import SPEC_VERSION, RunSpec
 from benchmark.store import MetricRow, Store
 from benchmark.training import seed_everything
 
@@ -50,6 +59,18 @@ def default_weights(profile: str) -> str:
     return "auto" if profile in ("ci", "smoke") else "pretrained"
 
 
+def calibration_photos(domain: data.Domain) -> list[Path]:
+    """Photos that calibrate a random-init extractor.
+
+    The first ``CALIBRATION_PHOTOS`` training photos (as before), except for labelled domains
+    (PACS), whose files are listed class by class: there all training photos are handed over
+    and the extractor takes an evenly spaced subset, so every class is represented.
+    """
+    if domain.labels:
+        return list(domain.photos_train)
+    return list(domain.photos_train[:CALIBRATION_PHOTOS])
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
@@ -61,20 +82,38 @@ def to_image(t: torch.Tensor) -> Image.Image:
 
 
 def save_png_atomic(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # unique per process
     img.save(tmp, format="PNG")
     tmp.replace(path)
 
 
-def translate_all(method: Any, paintings: tuple[Path, ...], out_dir: Path, seed: int, skip_bad: bool,
+def output_name(rel: str) -> str:
+    """Translation file of a source named ``rel`` (relative to its split folder)."""
+    return f"{rel}.png"
+
+
+def image_seed(seed: int, path: Path) -> int:
+    """Per-image seed from the run seed and the file's content, independent of its position."""
+    h = hashlib.sha256(str(seed).encode() + b"\0")
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return int.from_bytes(h.digest()[:8], "big") % 2**63
+
+
+def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, seed: int, skip_bad: bool,
                   progress: bool = True) -> list[Path]:
-    """Translate each painting at its own resolution into ``out_dir/<stem>.png`` (existing ones kept)."""
+    """Translate each ``(file, relative name)`` at its own resolution into ``out_dir`` (existing outputs kept)."""
     from tqdm.auto import tqdm
 
+    names = [rel for _, rel in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ArtshiftError(f"two source images share the name {dup[0]!r}", hint="rename one of them")
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs, skipped = [], []
-    for i, src in enumerate(tqdm(paintings, desc=f"translate {method.name}", disable=not progress, leave=False)):
-        dst = out_dir / f"{src.stem}.png"
+    for src, rel in tqdm(sources, desc=f"translate {method.name}", disable=not progress, leave=False):
+        dst = out_dir / output_name(rel)
         if not dst.exists():
             try:
                 img = data.load_image(src)
@@ -83,7 +122,7 @@ def translate_all(method: Any, paintings: tuple[Path, ...], out_dir: Path, seed:
                     raise
                 skipped.append(src)
                 continue
-            seed_everything(seed * 100_003 + i)
+            seed_everything(image_seed(seed, src))
             out = method.translate(to_tensor(img).to(method.device))  # methods pick their own autograd mode
             if out.shape != (1, 3, img.height, img.width):
                 raise RuntimeError(f"{method.name}.translate returned shape {tuple(out.shape)} for a "
@@ -91,15 +130,64 @@ def translate_all(method: Any, paintings: tuple[Path, ...], out_dir: Path, seed:
             if not torch.isfinite(out).all():
                 raise ArtshiftError(f"{method.name} produced non-finite pixels for {src}",
                                     hint="the model diverged: re-run with --force, another seed or a lower lr")
+            dst.parent.mkdir(parents=True, exist_ok=True)
             save_png_atomic(to_image(out), dst)
         outputs.append(dst)
     if skipped:
-        log.warning("skipped %d bad test paintings: %s", len(skipped), ", ".join(map(str, skipped)))
+        log.warning("skipped %d bad images: %s", len(skipped), ", ".join(map(str, skipped)))
     return outputs
+
+
+def painting_sources(domain: data.Domain) -> list[tuple[Path, str]]:
+    return [(p, domain.relpath(p)) for p in domain.paintings_test]
 
 
 def run_dir_for(home: Path, spec: RunSpec) -> Path:
     return home / "runs" / spec.method / spec.artist / spec.run_id
+
+
+def _evaluate_into(store: Store, run_id: str, outputs: list[Path], domain: data.Domain, home: Path, *,
+                   extractors: tuple[str, ...] | list[str], weights: str, metrics: list[str] | None,
+                   skip_bad: bool, progress: bool, device: str) -> tuple[list[MetricRow], list[Path]]:
+    rows: list[MetricRow] = []
+    skipped: list[Path] = []
+    for name in extractors:
+        extractor = make_extractor(weights, calibration_photos(domain), home, device=device, name=name)
+        ev = evaluate_paths(outputs, domain.photos_test, extractor, home / "cache" / "stats", skip_bad=skip_bad,
+                            progress=progress, metrics=metrics)
+        store.add_metrics(run_id, ev.rows)
+        rows += ev.rows
+        skipped += [p for p in ev.skipped if p not in skipped]
+    return rows, skipped
+
+
+def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
+    tmp = run_dir / f".metrics.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(store.metrics_for(run_id), indent=2))
+    tmp.replace(run_dir / "metrics.json")
+
+
+def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
+              data_fingerprint: str) -> tuple[Any, Any, RunSpec]:
+    """(method class, resolved config, v2 spec): the id hashes the coerced config, not the typed text."""
+    registry.methods.entry(method)  # did-you-mean before any expensive work
+    check_profile(profile)
+    cls = registry.methods.get(method)
+    config = apply_overrides(cls.default_config(profile), overrides)
+    coerced = {k: getattr(config, k) for k in overrides}
+    spec = RunSpec.make(method, artist, profile, seed, coerced, data_fingerprint, config=config,
+                        method_version=str(cls.VERSION))
+    return cls, config, spec
+
+
+def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
+                 data_root: Path | None, home: Path, progress: bool) -> tuple[Any, Any, data.Domain, RunSpec, Path]:
+    make_spec(method, artist, profile, seed, overrides, "")  # check names and overrides before touching data
+    data.check_artist(artist)
+    root = paths.data_root(data_root)
+    domain = data.ensure_domain(artist, root, home, progress=progress)  # fetched (verified) when missing + online
+    cls, config, spec = make_spec(method, artist, profile, seed, overrides, data.split_fingerprint(domain))
+    return cls, config, domain, spec, root
 
 
 def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
@@ -109,33 +197,35 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             store: Store | None = None) -> RunResult:
     """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded."""
     overrides = dict(overrides or {})
-    registry.methods.entry(method)  # did-you-mean before any expensive work
-    check_profile(profile)
-    data.check_artist(artist)
     home = paths.home(home)
-    root = paths.data_root(data_root)
     store = store or Store(home / "results.sqlite")
-    cls = registry.methods.get(method)
-    config = apply_overrides(cls.default_config(profile), overrides)
-
-    domain = data.ensure_domain(artist, root, home, progress=progress)  # fetched (verified) when missing + online
-    data_fp = data.fingerprint(domain.paintings_train + domain.paintings_test + domain.photos_train
-                               + domain.photos_test)
-    spec = RunSpec.make(method, artist, profile, seed, overrides, data_fp)
+    cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
+                                                   progress)
     run_dir = run_dir_for(home, spec)
     done_marker = run_dir / "DONE"
     stored = store.run(spec.run_id)
     if not force and done_marker.exists() and stored and stored["status"] == "done":
+        rows: list[MetricRow] = []
+        if weights is not None:  # asked for specific extractor weights: measure with them unless already done
+            ids = {r["extractor_id"] for r in store.metrics_for(spec.run_id)}
+            extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
+            if extractor.id not in ids:
+                outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
+                rows, _ = _evaluate_into(store, spec.run_id, [o for o in outputs if o.exists()], domain, home,
+                                         extractors=DEFAULT_EXTRACTORS, weights=weights, metrics=None,
+                                         skip_bad=skip_bad, progress=progress, device=device)
+                _write_metrics_json(run_dir, store, spec.run_id)
         return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
                          timings=json.loads(stored["timings_json"] or "{}"))
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(
-        {"spec": json.loads(spec.canonical_json()), "run_id": spec.run_id,
-         "config": dataclasses.asdict(config), "data_root": str(root), "layout": domain.layout}, indent=2))
+        {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
+         "data_root": str(root), "layout": domain.layout}, indent=2, default=str))
     store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
-                    spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=data_fp)
+                    spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=spec.data_fingerprint,
+                    spec_version=SPEC_VERSION)
     file_log = logging.FileHandler(run_dir / "log.txt")
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("artshift").addHandler(file_log)
@@ -150,18 +240,15 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         timings["fit_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        outputs = translate_all(model, domain.paintings_test, run_dir / "translated", seed, skip_bad, progress)
+        outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress)
         timings["translate_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        extractor = make_extractor(weights or default_weights(profile),
-                                   domain.photos_train[:CALIBRATION_PHOTOS], home, device=device)
-        ev = evaluate_paths(outputs, domain.photos_test, extractor, home / "cache" / "stats",
-                            skip_bad=skip_bad, progress=progress)
+        _, skipped = _evaluate_into(store, spec.run_id, outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
+                                    weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
+                                    progress=progress, device=device)
         timings["evaluate_s"] = time.perf_counter() - t
-
-        store.add_metrics(spec.run_id, ev.rows)
-        (run_dir / "metrics.json").write_text(json.dumps([dataclasses.asdict(r) for r in ev.rows], indent=2))
+        _write_metrics_json(run_dir, store, spec.run_id)
         # a method's own network weights (Gatys' VGG-19) label the row when not the standard ones
         store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None))
         done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -172,17 +259,145 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         logging.getLogger("artshift").removeHandler(file_log)
         file_log.close()
     return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), timings=timings,
-                     skipped=[str(p) for p in ev.skipped])
+                     skipped=[str(p) for p in skipped])
+
+
+# --- finished runs ------------------------------------------------------------------------------
+
+@dataclass
+class FinishedRun:
+    """A run read back from its directory: what is needed to rebuild and use its model."""
+
+    run_id: str
+    run_dir: Path
+    method: str
+    artist: str
+    profile: str
+    seed: int
+    config: dict[str, Any]
+    data_root: Path
+    spec_version: int = 2
+
+    def output(self, rel: str) -> Path:
+        """Where this run stored the translation of ``rel`` (v1 runs named outputs by stem)."""
+        name = f"{Path(rel).stem}.png" if self.spec_version == 1 else output_name(rel)
+        return self.run_dir / "translated" / name
+
+
+def find_run(store: Store, *, run_id: str | None = None, method: str | None = None, artist: str | None = None,
+             profile: str = "smoke", seed: int = 0) -> FinishedRun:
+    """A finished run by id, or the newest finished run of (method, artist, profile, seed)."""
+    if run_id:
+        row = store.run(run_id)
+        if row is None:
+            raise ArtshiftError(f"no run {run_id!r} in {store.path}", hint="`bench leaderboard --format csv` lists "
+                                                                          "run ids; or pass --home")
+    else:
+        if not (method and artist):
+            raise ArtshiftError("name a run: --run RUN_ID, or --method and --artist (with --profile, --seed)")
+        rows = store.find_runs(method=method, artist=artist, profile=profile, seed=seed, status="done")
+        if not rows:
+            raise ArtshiftError(f"no finished {method} run for {artist} at profile {profile}, seed {seed} in "
+                                f"{store.path}", hint=f"run `bench run --method {method} --artist {artist} "
+                                                      f"--profile {profile} --seed {seed}` first")
+        row = rows[0]
+    if row["kind"] != "run" or not row["run_dir"]:
+        raise ArtshiftError(f"{row['run_id']} is an evaluation of an external folder, not a trained run",
+                            hint="use `bench eval --images DIR` for external folders")
+    run_dir = Path(row["run_dir"])
+    if row["status"] != "done" or not (run_dir / "DONE").exists():
+        raise ArtshiftError(f"run {row['run_id']} ({row['method']} / {row['artist']}) has not finished "
+                            f"(status {row['status']}, {run_dir})",
+                            hint="run the same `bench run` command again to resume it")
+    try:
+        info = json.loads((run_dir / "spec.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtshiftError(f"cannot read {run_dir / 'spec.json'}: {exc}") from None
+    spec = info["spec"]
+    return FinishedRun(row["run_id"], run_dir, spec["method"], spec["artist"], spec["profile"], int(spec["seed"]),
+                       info.get("config", {}), Path(info["data_root"]), int(spec.get("spec_version", 1)))
+
+
+def _as_field_value(value: Any) -> Any:
+    """JSON lists back to the tuples config dataclasses use."""
+    if isinstance(value, list):
+        return tuple(_as_field_value(v) for v in value)
+    return value
+
+
+def _rebuild_config(cls: Any, profile: str, stored: dict[str, Any]) -> Any:
+    default = cls.default_config(profile)
+    names = {f.name for f in dataclasses.fields(default)}
+    return dataclasses.replace(default, **{k: _as_field_value(v) for k, v in stored.items() if k in names})
+
+
+def load_trained(run: FinishedRun, home: Path, *, data_root: Path | None = None, device: str = "cpu",
+                 progress: bool = False) -> tuple[Any, data.Domain]:
+    """The run's method with its final state (a finished fit only loads its checkpoint)."""
+    cls = registry.methods.get(run.method)
+    config = _rebuild_config(cls, run.profile, run.config)
+    root = paths.data_root(data_root) if data_root else run.data_root
+    domain = data.ensure_domain(run.artist, root, home, progress=progress)
+    ctx = RunContext(run_dir=run.run_dir, home=home, seed=run.seed, device=torch.device(device), progress=progress)
+    seed_everything(run.seed)
+    model = cls(config, device)
+    model.fit(TrainData(run.artist, list(domain.paintings_train), list(domain.photos_train)), ctx)
+    return model, domain
+
+
+def translate_run(run: FinishedRun, images: Path, out_dir: Path, *, home: Path | None = None,
+                  data_root: Path | None = None, skip_bad: bool = False, device: str = "cpu",
+                  progress: bool = True) -> list[Path]:
+    """``bench translate``: apply a finished run to every image in ``images`` (its own size) -> ``out_dir``."""
+    home = paths.home(home)
+    images = Path(images)
+    files = data.list_images(images)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == images.resolve():
+        raise ArtshiftError(f"--out {out_dir} is the input folder", hint="write translations to another folder")
+    model, _ = load_trained(run, home, data_root=data_root, device=device, progress=progress)
+    sources = [(p, p.relative_to(images).as_posix()) for p in files]
+    return translate_all(model, sources, out_dir, run.seed, skip_bad, progress)
+
+
+def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: str | None = None,
+                 home: Path | None = None, data_root: Path | None = None, skip_bad: bool = False,
+                 progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
+    """``bench eval --run``: (re-)measure a finished run's stored translations; no training."""
+    from benchmark.evaluate import split_with
+
+    home = paths.home(home)
+    store = store or Store(home / "results.sqlite")
+    extractors, metrics = split_with(with_ or [])
+    root = paths.data_root(data_root) if data_root else run.data_root
+    domain = data.ensure_domain(run.artist, root, home, progress=progress)
+    outputs = [run.output(rel) for _, rel in painting_sources(domain)]
+    missing = [o for o in outputs if not o.exists()]
+    if missing and not skip_bad:
+        raise ArtshiftError(f"run {run.run_id} lacks {len(missing)} translation(s), e.g. {missing[0]}",
+                            hint="run `bench run` for it again (it resumes), or pass --on-bad-image skip")
+    t = time.perf_counter()
+    rows, skipped = _evaluate_into(store, run.run_id, [o for o in outputs if o.exists()], domain, home,
+                                   extractors=extractors, weights=weights or default_weights(run.profile),
+                                   metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
+    _write_metrics_json(run.run_dir, store, run.run_id)
+    spec = RunSpec.from_json(store.run(run.run_id)["spec_json"])
+    return RunResult(run.run_id, run.run_dir, spec, [dataclasses.asdict(r) for r in rows],
+                     timings={"evaluate_s": time.perf_counter() - t}, skipped=[str(p) for p in skipped + missing])
 
 
 def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | None = None,
-                    home: Path | None = None, weights: str = "auto", skip_bad: bool = False,
-                    progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
-    """``bench eval``: rank any folder of translations (e.g. from a method outside artshift)."""
+                    home: Path | None = None, weights: str = "auto", with_: list[str] | None = None,
+                    skip_bad: bool = False, progress: bool = True, device: str = "cpu",
+                    store: Store | None = None) -> RunResult:
+    """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift)."""
+    from benchmark.evaluate import split_with
+
     data.check_artist(artist)
     home = paths.home(home)
     root = paths.data_root(data_root)
     store = store or Store(home / "results.sqlite")
+    extractors, metrics = split_with(with_ or [])
     images = Path(images)
     fakes = data.list_images(images)
     domain = data.ensure_domain(artist, root, home, progress=progress)
@@ -193,17 +408,15 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
                     spec_json=spec.canonical_json(), run_dir=str(images.resolve()), data_fingerprint=data_fp)
     try:
         t = time.perf_counter()
-        extractor = make_extractor(weights, domain.photos_train[:CALIBRATION_PHOTOS], home, device=device)
-        ev = evaluate_paths(fakes, domain.photos_test, extractor, home / "cache" / "stats", skip_bad=skip_bad,
-                            progress=progress)
+        _, skipped = _evaluate_into(store, spec.run_id, fakes, domain, home, extractors=extractors, weights=weights,
+                                    metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
         timings = {"evaluate_s": time.perf_counter() - t}
-        store.add_metrics(spec.run_id, ev.rows)
         store.finish_run(spec.run_id, "done", timings)
     except BaseException as exc:
         store.finish_run(spec.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return RunResult(spec.run_id, images, spec, store.metrics_for(spec.run_id), timings=timings,
-                     skipped=[str(p) for p in ev.skipped])
+                     skipped=[str(p) for p in skipped])
 
 
-__all__ = ["RunResult", "execute", "evaluate_folder", "MetricRow"]
+__all__ = ["RunResult", "execute", "evaluate_folder", "evaluate_run", "translate_run", "MetricRow"]

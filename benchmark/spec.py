@@ -3,13 +3,39 @@
 Same spec + same data = same run id = same run directory, so re-running a finished spec
 finds its stored result and an interrupted one resumes (DomainBed's hash-named sweep cells).
 Feature extractors are not part of the spec: one run can be evaluated with several.
+
+Version 2 (today's) hashes what decides the result rather than how it was typed:
+- ``config_hash``: the method's resolved config after ``--set`` values were coerced to their
+  field types, so ``--set lr=1e-3`` and ``--set lr=0.001`` are one run, and a changed default
+  is a new run; ``overrides`` keeps the coerced values (canonical JSON) for display;
+- ``method_version``: the method class's ``VERSION``, bumped when its code changes results;
+- ``data_fingerprint``: every data file's bytes, path relative to its split folder and split
+  membership (``benchmark.data.split_fingerprint``), so moving a file from train to test is a
+  new run.
+Version 1 specs (method, artist, profile, seed, text overrides, data fingerprint) stay
+readable and keep their ids, but a v2 spec never resolves to a v1 run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
+
+SPEC_VERSION = 2
+_V1_FIELDS = ("method", "artist", "profile", "seed", "overrides", "data_fingerprint", "spec_version")
+
+
+def canonical(value: Any) -> str:
+    """Compact, key-sorted JSON: equal values give equal text (tuples as lists, paths as text)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: Any) -> str:
+    """Hash of a resolved config dataclass: what the method will actually run with."""
+    return hashlib.sha256(canonical(dataclasses.asdict(config)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -20,15 +46,26 @@ class RunSpec:
     seed: int = 0
     overrides: tuple[tuple[str, str], ...] = ()
     data_fingerprint: str = ""
-    spec_version: int = field(default=1)
+    spec_version: int = field(default=SPEC_VERSION)
+    config_hash: str = ""
+    method_version: str = ""
 
     @staticmethod
-    def make(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
-             data_fingerprint: str) -> RunSpec:
-        return RunSpec(method, artist, profile, seed, tuple(sorted(overrides.items())), data_fingerprint)
+    def make(method: str, artist: str, profile: str, seed: int, overrides: dict[str, Any],
+             data_fingerprint: str, *, config: Any = None, method_version: str = "") -> RunSpec:
+        """A v2 spec; ``overrides`` are the coerced values (``config``'s fields), stored as canonical JSON."""
+        coerced = tuple(sorted((k, canonical(v)) for k, v in overrides.items()))
+        return RunSpec(method, artist, profile, seed, coerced, data_fingerprint, SPEC_VERSION,
+                       config_hash(config) if config is not None else "", method_version)
+
+    def as_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        if self.spec_version == 1:
+            return {k: raw[k] for k in _V1_FIELDS}
+        return raw
 
     def canonical_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return canonical(self.as_dict())
 
     @property
     def run_id(self) -> str:
@@ -38,4 +75,5 @@ class RunSpec:
     def from_json(text: str) -> RunSpec:
         raw = json.loads(text)
         raw["overrides"] = tuple(tuple(kv) for kv in raw.get("overrides", ()))
+        raw.setdefault("spec_version", 1)
         return RunSpec(**raw)

@@ -2,13 +2,20 @@
 
 Why SQLite: results from many runs, seeds and machines accumulate in one file that tables
 and reports query without a server, and WAL lets a sweep write while a report reads. Every
-metric row carries its sample counts (n_real, n_fake), the extractor identity and resize
-mode, and the metric version: nothing is stored without n.
+metric row carries its sample counts (n_real, n_fake), the layer id, the extractor identity
+and resize mode, the metric version and direction: nothing is stored without n.
+
+The schema version lives in ``PRAGMA user_version``; a store written by older code is
+migrated in place when it is opened (one transaction, so a failed migration changes nothing).
+Version 1 (no user_version) keyed rows on ``dims INTEGER`` of the FID Inception; version 2
+keys them on a text layer id (``inception:2048``, ``vgg19:relu4_2``), adds the metric's
+direction and an interval (low, high) beside std, and records each run's spec version.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sqlite3
 import subprocess
@@ -22,6 +29,11 @@ from typing import Any
 import pandas as pd
 
 from benchmark import paths
+from benchmark.errors import ArtshiftError
+
+log = logging.getLogger("artshift.store")
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     profile TEXT NOT NULL,
     seed INTEGER,
     spec_json TEXT NOT NULL,
+    spec_version INTEGER NOT NULL DEFAULT 1,  -- run identity scheme (benchmark.spec); v1 runs are never reused
     run_dir TEXT,
     data_fingerprint TEXT,
     method_weights TEXT,              -- weights identity of a method's own pretrained network (Gatys' VGG)
@@ -44,26 +57,52 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
-    metric TEXT NOT NULL,             -- fid | kid
-    dims INTEGER NOT NULL,
+    metric TEXT NOT NULL,             -- a registered metric (fid, kid, ...)
+    layer TEXT NOT NULL,              -- layer id, e.g. inception:2048, vgg19:relu4_2
     display_name TEXT NOT NULL,       -- e.g. FID-2048[random-init]
     value REAL NOT NULL,
-    std REAL,
+    std REAL,                         -- spread of the value (e.g. over KID subsets), when it has one
+    low REAL,                         -- interval around the value (e.g. a bootstrap 95% interval), when it has one
+    high REAL,
+    direction TEXT NOT NULL CHECK (direction IN ('lower', 'higher')),  -- which way is better
     n_real INTEGER NOT NULL,
     n_fake INTEGER NOT NULL,
     extractor_id TEXT NOT NULL,
     resize_mode TEXT NOT NULL,
     metric_version TEXT NOT NULL,
     created_at REAL NOT NULL,
-    PRIMARY KEY (run_id, metric, dims, extractor_id, resize_mode)
+    PRIMARY KEY (run_id, metric, layer, extractor_id, resize_mode)
 );
 """
+
+# v1 -> v2: FID and KID (the only v1 metrics) are lower-is-better; v1 dims are FID Inception dims
+_MIGRATE_1_TO_2 = """
+ALTER TABLE runs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE metrics RENAME TO metrics_v1;
+{metrics}
+INSERT INTO metrics (run_id, metric, layer, display_name, value, std, low, high, direction, n_real, n_fake,
+                     extractor_id, resize_mode, metric_version, created_at)
+    SELECT run_id, metric, 'inception:' || dims, display_name, value, std, NULL, NULL, 'lower', n_real, n_fake,
+           extractor_id, resize_mode, metric_version, created_at FROM metrics_v1;
+DROP TABLE metrics_v1;
+"""
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into statements (executescript would commit our open transaction)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
 
 
 @dataclass(frozen=True)
 class MetricRow:
     metric: str
-    dims: int
+    layer: str
     display_name: str
     value: float
     n_real: int
@@ -72,6 +111,9 @@ class MetricRow:
     resize_mode: str
     metric_version: str
     std: float | None = None
+    direction: str = "lower"
+    low: float | None = None
+    high: float | None = None
 
 
 def provenance() -> dict[str, Any]:
@@ -109,8 +151,43 @@ class Store:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else paths.home() / "results.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.executescript(SCHEMA)
+        self._open_schema()
+
+    def _open_schema(self) -> None:
+        """Create a new store, or migrate an older one to ``SCHEMA_VERSION`` (one transaction)."""
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("BEGIN IMMEDIATE")  # two processes opening an old store: one migrates, one waits
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if version > SCHEMA_VERSION:
+                    raise ArtshiftError(f"results store {self.path} has schema version {version}; this artshift "
+                                        f"reads up to {SCHEMA_VERSION}", hint="upgrade artshift, or pass another --home")
+                if version < SCHEMA_VERSION and "metrics" in tables:
+                    self._migrate(con, version)
+                elif version < SCHEMA_VERSION:
+                    for stmt in _statements(SCHEMA):
+                        con.execute(stmt)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    def _migrate(self, con: sqlite3.Connection, version: int) -> None:
+        columns = {r[1] for r in con.execute("PRAGMA table_info(metrics)")}
+        if version == 0 and "dims" in columns:
+            log.info("migrating results store %s from schema 1 to %d", self.path, SCHEMA_VERSION)
+            metrics_ddl = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS metrics"):].strip()
+            for stmt in _statements(_MIGRATE_1_TO_2.format(metrics=metrics_ddl)):
+                con.execute(stmt)
+            return
+        raise ArtshiftError(f"results store {self.path} has an unknown layout (user_version {version}, "
+                            f"metrics columns {sorted(columns)})", hint="move it away; a new store is then created")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -125,16 +202,16 @@ class Store:
             con.close()
 
     def start_run(self, run_id: str, *, kind: str, method: str, artist: str, profile: str, seed: int | None,
-                  spec_json: str, run_dir: str | None, data_fingerprint: str) -> None:
+                  spec_json: str, run_dir: str | None, data_fingerprint: str, spec_version: int = 2) -> None:
         now = time.time()
         with self._connect() as con:
             con.execute(
-                """INSERT INTO runs (run_id, kind, method, artist, profile, seed, spec_json, run_dir,
+                """INSERT INTO runs (run_id, kind, method, artist, profile, seed, spec_json, spec_version, run_dir,
                                      data_fingerprint, status, provenance_json, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)
                    ON CONFLICT(run_id) DO UPDATE SET status='running', error=NULL, updated_at=excluded.updated_at,
                        provenance_json=excluded.provenance_json""",
-                (run_id, kind, method, artist, profile, seed, spec_json, run_dir, data_fingerprint,
+                (run_id, kind, method, artist, profile, seed, spec_json, spec_version, run_dir, data_fingerprint,
                  json.dumps(provenance()), now, now))
 
     def finish_run(self, run_id: str, status: str, timings: dict[str, float] | None = None,
@@ -149,20 +226,33 @@ class Store:
         now = time.time()
         with self._connect() as con:
             con.executemany(
-                """INSERT OR REPLACE INTO metrics (run_id, metric, dims, display_name, value, std, n_real, n_fake,
-                       extractor_id, resize_mode, metric_version, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(run_id, r.metric, r.dims, r.display_name, r.value, r.std, r.n_real, r.n_fake, r.extractor_id,
-                  r.resize_mode, r.metric_version, now) for r in rows])
+                """INSERT OR REPLACE INTO metrics (run_id, metric, layer, display_name, value, std, low, high,
+                       direction, n_real, n_fake, extractor_id, resize_mode, metric_version, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [(run_id, r.metric, r.layer, r.display_name, r.value, r.std, r.low, r.high, r.direction, r.n_real,
+                  r.n_fake, r.extractor_id, r.resize_mode, r.metric_version, now) for r in rows])
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
+    def find_runs(self, *, method: str, artist: str, profile: str, seed: int | None,
+                  status: str | None = None) -> list[dict[str, Any]]:
+        """Trained runs of one (method, artist, profile, seed), newest first."""
+        query = "SELECT * FROM runs WHERE kind='run' AND method=? AND artist=? AND profile=? AND seed IS ?"
+        args: list[Any] = [method, artist, profile, seed]
+        if status:
+            query += " AND status=?"
+            args.append(status)
+        with self._connect() as con:
+            rows = con.execute(query + " ORDER BY spec_version DESC, updated_at DESC", args).fetchall()
+        return [dict(r) for r in rows]
+
     def metrics_for(self, run_id: str) -> list[dict[str, Any]]:
         with self._connect() as con:
-            rows = con.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY metric, dims DESC", (run_id,)).fetchall()
+            rows = con.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY metric, extractor_id, layer",
+                               (run_id,)).fetchall()
         return [dict(r) for r in rows]
 
     def results(self) -> pd.DataFrame:
@@ -170,8 +260,8 @@ class Store:
         with self._connect() as con:
             df = pd.read_sql_query(
                 """SELECT r.run_id, r.kind, r.method, r.artist, r.profile, r.seed, r.method_weights,
-                          r.created_at AS run_created_at,
-                          m.metric, m.dims, m.display_name, m.value, m.std, m.n_real, m.n_fake, m.extractor_id,
-                          m.resize_mode, m.metric_version
+                          r.spec_version, r.created_at AS run_created_at,
+                          m.metric, m.layer, m.display_name, m.value, m.std, m.low, m.high, m.direction, m.n_real,
+                          m.n_fake, m.extractor_id, m.resize_mode, m.metric_version
                    FROM metrics m JOIN runs r ON r.run_id = m.run_id WHERE r.status = 'done'""", con)
         return df

@@ -14,8 +14,10 @@ import math
 import pandas as pd
 
 from benchmark.data import ARTISTS
+from benchmark.metrics import arrow
 
-BLOCK_ORDER = {("fid", 2048): 0, ("fid", 768): 1, ("fid", 192): 2, ("fid", 64): 3, ("kid", 2048): 4}
+BLOCK_ORDER = {("fid", "inception:2048"): 0, ("fid", "inception:768"): 1, ("fid", "inception:192"): 2,
+               ("fid", "inception:64"): 3, ("kid", "inception:2048"): 4}
 METHOD_ORDER = ["original", "gatys", "cyclegan", "cut", "fastcut", "ours"]
 
 
@@ -45,10 +47,10 @@ def build(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if df.empty:
         return []
     blocks = []
-    keys = df[["metric", "dims", "display_name", "extractor_id", "resize_mode"]].drop_duplicates()
-    keys = keys.assign(order=[BLOCK_ORDER.get((m, d), 99) for m, d in zip(keys.metric, keys.dims)])
-    for _, key in keys.sort_values(["order", "extractor_id"]).iterrows():
-        sub = df[(df.metric == key.metric) & (df.dims == key.dims) & (df.extractor_id == key.extractor_id)
+    keys = df[["metric", "layer", "display_name", "direction", "extractor_id", "resize_mode"]].drop_duplicates()
+    keys = keys.assign(order=[BLOCK_ORDER.get((m, lay), 99) for m, lay in zip(keys.metric, keys.layer)])
+    for _, key in keys.sort_values(["order", "extractor_id", "metric", "layer"]).iterrows():
+        sub = df[(df.metric == key.metric) & (df.layer == key.layer) & (df.extractor_id == key.extractor_id)
                  & (df.resize_mode == key.resize_mode)]
         weights = sub["method_weights"] if "method_weights" in sub else [None] * len(sub)
         sub = sub.assign(row=[_row_label(m, p, k, w) for m, p, k, w in zip(sub.method, sub.profile, sub.kind,
@@ -61,7 +63,9 @@ def build(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             table.loc[row, artist] = _cell(cell.value, cell.n_real, cell.n_fake, key.metric)
         table = table.fillna("-")
         unit = " (x1e3)" if key.metric == "kid" else ""
-        title = f"{key.display_name}{unit}, lower is better; extractor {key.extractor_id}, resize {key.resize_mode}"
+        better = f"{arrow(key.direction)} {key.direction} is better"
+        title = (f"{key.display_name}{unit} {better}; layer {key.layer}, extractor {key.extractor_id}, "
+                 f"resize {key.resize_mode}")
         blocks.append((title, table))
     return blocks
 
@@ -78,16 +82,20 @@ def to_markdown(blocks: list[tuple[str, pd.DataFrame]]) -> str:
         for row, values in table.iterrows():
             out.write("| " + " | ".join([str(row)] + [str(v) for v in values]) + " |\n")
         out.write("\n")
-    out.write("Cells: value (n=generated/real images). Lower is better.\n")
+    out.write("Cells: value (n=generated/real images). Arrows: which direction is better.\n")
     return out.getvalue()
 
 
 def to_csv(df: pd.DataFrame) -> str:
     """Long format, one row per stored value: what scripts and spreadsheets want."""
-    cols = ["method", "profile", "artist", "seed", "method_weights", "display_name", "metric", "dims", "value", "std", "n_fake",
-            "n_real", "extractor_id", "resize_mode", "metric_version", "run_id"]
+    cols = ["method", "profile", "artist", "seed", "method_weights", "display_name", "metric", "layer", "direction",
+            "value", "std", "low", "high", "n_fake", "n_real", "extractor_id", "resize_mode", "metric_version", "run_id"]
     if df.empty:
         return ",".join(cols) + "\n"
-    df = df.assign(std=[None if (s is None or (isinstance(s, float) and math.isnan(s))) else s for s in df["std"]])
-    return df.sort_values(["metric", "dims", "method", "artist"], ascending=[False, False, True, True])[cols].to_csv(
+    def blank(col: str) -> list:
+        return [None if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in df[col]]
+
+    df = df.assign(std=blank("std"), low=blank("low"), high=blank("high"))
+    order = [BLOCK_ORDER.get((m, lay), 99) for m, lay in zip(df.metric, df.layer)]
+    return df.assign(_order=order).sort_values(["_order", "metric", "layer", "method", "artist"])[cols].to_csv(
         index=False)

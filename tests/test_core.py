@@ -73,7 +73,8 @@ def test_run_id_depends_on_every_spec_field_and_roundtrips():
 
 
 def _row(dims, value, n_fake=10, metric="fid", ext="random-init:sd-1:cal-2", tag="random-init"):
-    return MetricRow(metric, dims, display_name(metric, dims, tag), value, 402, n_fake, ext, "clean", "fid-1")
+    layer = f"inception:{dims}"
+    return MetricRow(metric, layer, display_name(metric, layer, tag), value, 402, n_fake, ext, "clean", "fid-1")
 
 
 def _add(store, run_id, method, artist, rows, seed=0, profile="smoke", status="done"):
@@ -104,7 +105,8 @@ def test_leaderboard_layout_seeds_and_extractor_separation(tmp_path):
     _add(store, "d", "original", "cezanne", [_row(2048, 99.0, ext="pretrained:6726825d1234", tag="")])
     blocks = leaderboard.build(store.results())
     titles = [t for t, _ in blocks]
-    assert [t.split(",")[0] for t in titles] == ["FID-2048", "FID-2048[random-init]", "FID-768[random-init]"]
+    assert [t.split(" ")[0] for t in titles] == ["FID-2048", "FID-2048[random-init]", "FID-768[random-init]"]
+    assert all("\u2193 lower is better; layer inception:" in t for t in titles)
     first = dict(blocks)[titles[1]]
     assert list(first.columns) == ["monet", "cezanne"]
     assert list(first.index) == ["original [smoke]", "cyclegan [smoke]"]

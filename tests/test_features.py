@@ -76,7 +76,8 @@ def test_state_dict_has_the_pt_inception_layout(extractor):
 def test_random_init_identity(extractor):
     assert re.fullmatch(r"random-init:sd-[0-9a-f]{6}:cal-[0-9a-f]{6}", extractor.id)
     assert extractor.display_tag == "random-init"
-    assert extractor.layers == (64, 192, 768, 2048) and extractor.resize_mode == "clean"
+    assert extractor.layers == ("inception:64", "inception:192", "inception:768", "inception:2048")
+    assert extractor.resize_mode == "clean"
 
 
 # --- parity with the reference libraries on the same weights --------------------------------
@@ -98,9 +99,9 @@ def test_pytorch_fid_parity_all_layers(extractor, weights_file, images, tmp_path
             x = torch.from_numpy(uint8(p).copy()).permute(2, 0, 1).float().div(255)[None]
             for k, t in zip(fx.LAYERS, ref(x), strict=True):
                 theirs[k].append(t.mean((2, 3))[0].numpy())
-    for k in fx.LAYERS:
-        assert ours[k].shape == (len(images), k)
-        assert rel(ours[k], np.stack(theirs[k])) < 1e-5, k
+    for k, lid in zip(fx.LAYERS, fx.LAYER_IDS, strict=True):
+        assert ours[lid].shape == (len(images), k)
+        assert rel(ours[lid], np.stack(theirs[k])) < 1e-5, k
 
 
 def test_torch_fidelity_parity_all_layers(extractor, weights_file, images):
@@ -116,8 +117,8 @@ def test_torch_fidelity_parity_all_layers(extractor, weights_file, images):
             out = ref(torch.from_numpy(uint8(p).copy()).permute(2, 0, 1)[None])
             for k, t in zip(fx.LAYERS, out, strict=True):
                 theirs[k].append(t[0].numpy())
-    for k in fx.LAYERS:
-        assert rel(ours[k], np.stack(theirs[k])) < 1e-5, k
+    for k, lid in zip(fx.LAYERS, fx.LAYER_IDS, strict=True):
+        assert rel(ours[lid], np.stack(theirs[k])) < 1e-5, k
 
 
 def test_torch_fidelity_resize_is_bit_exact(images):
@@ -148,18 +149,19 @@ def test_fast_path_matches_float64_reference(extractor, images):
     net64 = net64.double().eval()
     with torch.no_grad():
         ref = net64(x.double())
-    for k in fx.LAYERS:
-        assert ours[k].dtype == torch.float32
-        assert rel(ours[k], ref[k]) < 1e-5, k
-    only = extractor(x, layers=(192,))
-    assert list(only) == [192] and torch.allclose(only[192], ours[192], rtol=0, atol=1e-6)
+    for k, lid in zip(fx.LAYERS, fx.LAYER_IDS, strict=True):
+        assert ours[lid].dtype == torch.float32
+        assert rel(ours[lid], ref[k]) < 1e-5, k
+    only = extractor(x, layers=("inception:192",))
+    assert list(only) == ["inception:192"]
+    assert torch.allclose(only["inception:192"], ours["inception:192"], rtol=0, atol=1e-6)
 
 
 def test_features_do_not_depend_on_batch_size(extractor, images):
     a = fx.extract_paths(extractor, images, batch_size=len(images), num_workers=0, progress=False)
     b = fx.extract_paths(extractor, images, batch_size=3, num_workers=0, progress=False)
     c = fx.extract_paths(extractor, images[::-1], batch_size=1, num_workers=0, progress=False)
-    for k in fx.LAYERS:
+    for k in fx.LAYER_IDS:
         assert a[k].dtype == np.float64
         assert rel(b[k], a[k]) < 1e-6 and rel(c[k][::-1], a[k]) < 1e-6
 
@@ -177,7 +179,7 @@ def test_random_init_separates_paintings_from_photos(extractor, shared_data):
     monet = list_images(shared_data / "paintings" / "monet" / "test")[:20]
     feats = {name: fx.extract_paths(extractor, ps, num_workers=0, progress=False)
              for name, ps in (("ref", reference), ("photos", held_out), ("vangogh", vangogh), ("monet", monet))}
-    for k in fx.LAYERS:
+    for k in fx.LAYER_IDS:
         f = feats["ref"][k]
         assert (f.std(axis=0) > 1e-3 * np.abs(f).mean()).mean() > 0.9, k  # features vary between images
         ref = Stats.from_features(f)
@@ -253,20 +255,20 @@ def test_bad_images_raise_or_are_skipped(extractor, images, tmp_path):
     good = fx.extract_paths(extractor, images[:5], batch_size=2, num_workers=0, progress=False)
     got = fx.extract_paths(extractor, paths, batch_size=2, num_workers=2, skip_bad=True, progress=False)
     assert got.skipped == [bad] and got.paths == images[:5]
-    for k in fx.LAYERS:
-        assert got[k].shape == (5, k) and rel(got[k], good[k]) < 1e-6
+    for k in fx.LAYER_IDS:
+        assert got[k].shape == (5, extractor.widths[k]) and rel(got[k], good[k]) < 1e-6
 
 
 def test_reference_stats_are_cached(extractor, images, tmp_path, monkeypatch):
     images = images[:4]
     stats = fx.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
     feats = fx.extract_paths(extractor, images, num_workers=0, progress=False)
-    for k in fx.LAYERS:
+    for k in fx.LAYER_IDS:
         assert stats[k].n == len(images)
         np.testing.assert_allclose(stats[k].mu, feats[k].mean(0), rtol=1e-6, atol=1e-9)
     monkeypatch.setattr(fx, "extract_paths", lambda *a, **k: pytest.fail("recomputed despite the cache"))
     again = fx.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
-    for k in fx.LAYERS:
+    for k in fx.LAYER_IDS:
         np.testing.assert_array_equal(again[k].mu, stats[k].mu)
         np.testing.assert_array_equal(again[k].sigma, stats[k].sigma)
         assert again[k].features is not None and again[k].n == len(images)

@@ -97,3 +97,5 @@ def test_display_name_carries_weights_tag():
     assert display_name("fid", 2048, "random-init") == "FID-2048[random-init]"
     assert display_name("fid", 2048) == "FID-2048"
     assert display_name("kid", None, "random-init") == "KID[random-init]"
+    assert display_name("fid", "inception:768", "random-init") == "FID-768[random-init]"
+    assert display_name("kid", "vgg19:relu4_2", "random-init") == "KID-vgg19:relu4_2[random-init]"

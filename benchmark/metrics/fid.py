@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.errors import ArtshiftError
+from benchmark.metrics import Metric, MetricValue
 
 VERSION = "fid-1"  # bump when the computation changes; stored with every result row
 
@@ -107,3 +108,10 @@ def fid_from_features(real: np.ndarray | Stats, fake: np.ndarray | Stats) -> flo
     ra = real if isinstance(real, Stats) else Stats.from_features(real)
     fb = fake if isinstance(fake, Stats) else Stats.from_features(fake)
     return frechet_distance(ra, fb)
+
+
+def _compute(real: Stats, fake: Stats) -> MetricValue:
+    return MetricValue(frechet_distance(real, fake))
+
+
+METRIC = Metric("fid", _compute, layers=("inception:*",), higher_is_better=False, version=VERSION)

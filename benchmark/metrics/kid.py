@@ -9,10 +9,15 @@ sets (10 Cezanne test paintings) the subset size falls to the smaller set's size
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmark.errors import ArtshiftError
+from benchmark.metrics import Metric, MetricValue
+
+if TYPE_CHECKING:
+    from benchmark.metrics.fid import Stats
 
 VERSION = "kid-1"
 
@@ -54,3 +59,22 @@ def kid(real: np.ndarray, fake: np.ndarray, n_subsets: int = 100, subset_size: i
 
 def kid_from_features(real: np.ndarray, fake: np.ndarray, **kw) -> KIDResult:
     return kid(real, fake, **kw)
+
+
+N_SUBSETS = 100
+SUBSET_SIZE = 1000
+SEED = 0
+
+
+def _compute(real: Stats, fake: Stats) -> MetricValue:
+    if real.features is None or fake.features is None:
+        raise ValueError("KID needs the features of both sets")
+    res = kid(real.features, fake.features, n_subsets=N_SUBSETS, subset_size=SUBSET_SIZE, seed=SEED)
+    return MetricValue(res.mean, std=res.std)
+
+
+# KID on the standard pool features (as in the KID paper) and on every layer of the analysis
+# networks, where its unbiasedness at small n matters most
+METRIC = Metric("kid", _compute, layers=("inception:2048", "vgg19:*", "resnet152:*"), higher_is_better=False,
+                version=VERSION, needs_features=True,
+                params=(("n_subsets", N_SUBSETS), ("subset_size", SUBSET_SIZE), ("seed", SEED)))
