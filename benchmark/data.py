@@ -1,8 +1,13 @@
 """Datasets on disk: layouts, robust image loading, fingerprints, and fetch/verify of releases.
 
-Two local layouts are understood under a data root:
+Three local layouts are understood under a data root:
 - CycleGAN release: ``<artist>2photo/{trainA,testA,trainB,testB}`` (A = paintings, B = photos)
 - subset layout (``../shared/data``): ``paintings/<artist>/{train,test}``, ``photos/{train,test}``
+- labelled (PACS): ``pacs/{art_painting,photo}/<class>/*.jpg``, class = label, train/test from
+  the split CSV its manifest names (``data_manifests/pacs_split.csv``); artist ``pacs``
+
+Files are named by their path relative to their split folder (``Domain.relpath``): the file
+name for flat folders, ``dog/pic_001.jpg`` for PACS, whose names repeat across classes.
 
 Releases are described by manifests (``benchmark.manifests``); ``fetch_dataset`` downloads a
 release's zip, checks (or pins, on first download) its sha256, extracts it safely into
@@ -11,22 +16,27 @@ release's zip, checks (or pins, on first download) its sha256, extracts it safel
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
 import json
 import os
 import shutil
+import struct
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from benchmark.errors import ArtshiftError
 from benchmark.manifests import (  # re-exported: callers use benchmark.data for everything dataset-related
+    LABELLED_LAYOUTS,
     LAYOUTS,
     Manifest,
     ManifestError,
@@ -44,9 +54,12 @@ __all__ = [
     "SplitReport", "VerifyReport", "archive_path", "ensure_domain", "fetch_dataset", "fingerprint", "get_manifest",
     "list_images", "load_image", "offline", "load_images", "load_manifests", "lock_path", "manifest_for_artist",
     "pinned_sha256", "readable_images", "resolve_domain", "to_rgb", "verify_dataset",
+    "SPLIT_NAMES", "load_split_file", "split_fingerprint",
 ]
 
-ARTISTS = ("monet", "cezanne", "vangogh", "ukiyoe")
+ARTISTS = ("monet", "cezanne", "vangogh", "ukiyoe", "pacs")
+SPLIT_NAMES = ("paintings/train", "paintings/test", "photos/train", "photos/test")  # Domain's four splits, in order
+SPLIT_FILE_HEADER = ("path", "class", "split")
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif"}
 # Formats PIL may open (JPEG covers MPO): a renamed EPS must never reach Ghostscript, whatever its extension.
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "GIF")
@@ -75,29 +88,138 @@ class MissingDataError(ArtshiftError):
     """No folder at all for an artist under the data root (as opposed to a broken one)."""
 
 
+def _common_parent(paths: Iterable[Path | str]) -> Path | None:
+    parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    if not parents:
+        return None
+    try:
+        return Path(os.path.commonpath(sorted(parents)))
+    except ValueError:  # different drives (Windows): no common folder
+        return None
+
+
+def _relative_posix(path: Path, base: Path | None) -> str:
+    """``path`` relative to ``base`` as a posix string; the bare name when there is no base."""
+    if base is None:
+        return Path(path).name
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(base)).as_posix()
+    except ValueError:
+        raise ValueError(f"{path} is not inside {base}") from None
+
+
+class _Labels(Mapping):
+    """A read-only ``{path: class}`` map that, unlike ``MappingProxyType``, pickles (for worker processes)."""
+
+    def __init__(self, items: Mapping[Path, str]):
+        self._items = {Path(k): str(v) for k, v in items.items()}
+
+    def __getitem__(self, key: Path) -> str:
+        return self._items[Path(key)]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"<{len(self._items)} labels>"
+
+
 @dataclass(frozen=True)
 class Domain:
-    """The four splits of one painting<->photo pair, as sorted lists of image files."""
+    """The four splits of one painting<->photo pair, as sorted lists of image files.
+
+    ``split_roots`` are the folders the four splits' files are named relative to (in the
+    order of ``SPLIT_NAMES``); by default each split's common parent folder, which is the
+    split folder itself for the flat layouts. ``labels`` maps every file to its class name
+    for labelled domains (PACS) and is ``None`` otherwise.
+    """
 
     artist: str
     root: Path
-    layout: str  # "cyclegan" or "subset"
+    layout: str  # "cyclegan", "subset" or "pacs"
     paintings_train: tuple[Path, ...]
     paintings_test: tuple[Path, ...]
     photos_train: tuple[Path, ...]
     photos_test: tuple[Path, ...]
+    labels: Mapping[Path, str] | None = field(default=None, hash=False)
+    split_roots: tuple[Path | None, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("paintings_train", "paintings_test", "photos_train", "photos_test"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.split_roots is None:
+            roots = tuple(_common_parent(files) for files in self._split_files())
+        else:
+            roots = tuple(None if r is None else Path(r) for r in self.split_roots)
+            if len(roots) != len(SPLIT_NAMES):
+                raise ValueError(f"split_roots needs {len(SPLIT_NAMES)} folders ({', '.join(SPLIT_NAMES)})")
+        object.__setattr__(self, "split_roots", roots)
+        if self.labels is not None and not isinstance(self.labels, _Labels):
+            object.__setattr__(self, "labels", _Labels(self.labels))
+
+    def _split_files(self) -> tuple[tuple[Path, ...], ...]:
+        return self.paintings_train, self.paintings_test, self.photos_train, self.photos_test
+
+    def splits(self) -> dict[str, tuple[Path | None, tuple[Path, ...]]]:
+        """``{"paintings/train": (split folder, files), ...}`` in the order of ``SPLIT_NAMES``."""
+        roots = self.split_roots or (None,) * len(SPLIT_NAMES)
+        return {name: (roots[i], files) for i, (name, files) in enumerate(zip(SPLIT_NAMES, self._split_files()))}
+
+    @functools.cached_property
+    def _where(self) -> dict[Path, tuple[str, str]]:
+        where: dict[Path, tuple[str, str]] = {}
+        for name, (base, files) in self.splits().items():
+            for p in files:
+                where.setdefault(Path(p), (name, _relative_posix(p, base)))
+        return where
+
+    def _lookup(self, path: Path) -> tuple[str, str]:
+        try:
+            return self._where[Path(path)]
+        except KeyError:
+            raise ValueError(f"{path} is not a file of the {self.artist} domain at {self.root}") from None
+
+    def relpath(self, path: Path) -> str:
+        """The file's path relative to its split folder, posix style: ``0001.jpg``, PACS ``dog/pic_001.jpg``."""
+        return self._lookup(path)[1]
+
+    def split_of(self, path: Path) -> str:
+        """Which split the file belongs to: one of ``SPLIT_NAMES``."""
+        return self._lookup(path)[0]
+
+    def label(self, path: Path) -> str | None:
+        """The file's class name, or ``None`` for an unlabelled domain."""
+        self._lookup(path)
+        return None if self.labels is None else self.labels[Path(path)]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Sorted class names of a labelled domain; ``()`` otherwise."""
+        return tuple(sorted(set(self.labels.values()))) if self.labels else ()
 
 
 # --- layouts ------------------------------------------------------------------------------
 
-def _fetch_hint(artist: str | None) -> str:
-    name = f"{artist}2photo" if artist else "NAME"
+def _fetch_hint(artist: str | None, dataset: str | None = None) -> str:
+    name = dataset or (f"{artist}2photo" if artist else "NAME")
     return f"run `bench data fetch {name}`, or pass --data-root / set ARTSHIFT_DATA to a folder holding it"
 
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+def _class_image_files(folder: Path) -> list[Path]:
+    """Images one level down, in (non-hidden) class folders: ``<folder>/<class>/<file>``, sorted by relative path."""
+    files: list[Path] = []
+    for sub in sorted(folder.iterdir()):
+        if sub.is_dir() and not sub.name.startswith("."):
+            files += _image_files(sub)
+    return files
 
 
 def list_images(folder: Path, *, artist: str | None = None) -> list[Path]:
@@ -147,6 +269,9 @@ def resolve_domain(artist: str, root: Path, *, home: Path | None = None) -> Doma
     """
     root = Path(root)
     check_artist(artist, root, home)
+    labelled = _labelled_manifest(artist, home)
+    if labelled is not None:
+        return _resolve_labelled(artist, labelled, root)
     cyc = root / f"{artist}2photo"
     sub = root / "paintings" / artist
     if cyc.is_dir():
@@ -160,7 +285,146 @@ def resolve_domain(artist: str, root: Path, *, home: Path | None = None) -> Doma
             f"no data for {artist!r} under {root}: expected {cyc}/trainA... (CycleGAN layout) "
             f"or {sub}/train (subset layout)", hint=_fetch_hint(artist))
     lists = [tuple(list_images(s, artist=artist)) for s in splits]
-    return Domain(artist, root, layout, *lists)
+    return Domain(artist, root, layout, lists[0], lists[1], lists[2], lists[3])
+
+
+# --- labelled domains (PACS) --------------------------------------------------------------
+
+def _labelled_manifest(artist: str, home: Path | None) -> Manifest | None:
+    """The manifest of a labelled dataset (layout ``pacs``) whose artist is ``artist``, if any."""
+    if artist in ARTISTS and artist != "pacs":
+        return None
+    try:
+        manifests = load_manifests(home)
+    except ManifestError:
+        if artist == "pacs":
+            raise
+        return None  # a broken manifest must not stop local data of other artists from being used
+    for m in manifests.values():
+        if m.artist == artist and m.labelled:
+            return m
+    return None
+
+
+def load_split_file(path: Path) -> dict[str, tuple[str, str]]:
+    """Read a split CSV (columns ``path,class,split``) into ``{relative path: (class, split)}``.
+
+    ``path`` is relative to the dataset folder (``art_painting/dog/pic_001.jpg``); its class
+    folder must equal ``class`` and ``split`` is ``train`` or ``test``. Errors name the line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ArtshiftError(f"cannot read the split file {path} ({exc.strerror or exc})",
+                            hint="it ships with artshift next to the dataset manifests; restore it from the "
+                                 "repository or reinstall artshift") from None
+
+    def bad(line: int, problem: str) -> ArtshiftError:
+        return ArtshiftError(f"split file {path}, line {line}: {problem}",
+                             hint="restore the file from the repository; it is written by data_manifests/make_pacs_split.py")
+
+    rows = csv.reader(text.splitlines())
+    header = next(rows, None)
+    if header is None or tuple(header) != SPLIT_FILE_HEADER:
+        raise bad(1, f"expected the header {','.join(SPLIT_FILE_HEADER)}, got {','.join(header or [])!r}")
+    out: dict[str, tuple[str, str]] = {}
+    for line, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise bad(line, f"expected 3 columns, got {len(row)}")
+        rel, label, split = row
+        parts = PurePosixPath(rel).parts
+        if len(parts) != 3 or rel.startswith("/") or ".." in parts or "\\" in rel:
+            raise bad(line, f"path {rel!r} must be <domain>/<class>/<file>")
+        if parts[1] != label:
+            raise bad(line, f"class {label!r} is not the class folder of {rel!r}")
+        if split not in ("train", "test"):
+            raise bad(line, f"split {split!r} must be train or test")
+        if rel in out:
+            raise bad(line, f"{rel!r} is listed twice")
+        out[rel] = (label, split)
+    return out
+
+
+def _split_table(m: Manifest) -> dict[str, tuple[str, str]]:
+    if m.split_path is None:  # pragma: no cover - the manifest validation requires split_file
+        raise ArtshiftError(f"{m.source}: the manifest names no split_file")
+    return load_split_file(m.split_path)
+
+
+def _split_differences(m: Manifest, folder: Path, table: Mapping[str, tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Files the split file lists but ``folder`` lacks, and image files in ``folder`` it does not list."""
+    listed = {rel for rel in table if rel.split("/", 1)[0] in m.counts}
+    on_disk = set()
+    for domain in m.counts:
+        dfolder = folder / domain
+        if dfolder.is_dir():
+            on_disk |= {f"{domain}/{p.parent.name}/{p.name}" for p in _class_image_files(dfolder)}
+    return sorted(listed - on_disk), sorted(on_disk - listed)
+
+
+def _differences_text(missing: list[str], extra: list[str], limit: int = 3) -> str:
+    parts = []
+    for what, items in (("listed in the split file but missing", missing), ("not in the split file", extra)):
+        if items:
+            shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+            parts.append(f"{len(items)} file(s) {what} ({shown})")
+    return "; ".join(parts)
+
+
+def _split_file_problems(m: Manifest, folder: Path) -> list[str]:
+    """For verify/fetch: the labelled dataset in ``folder`` against the manifest's split file."""
+    try:
+        table = _split_table(m)
+    except ArtshiftError as exc:
+        return [str(exc).splitlines()[0]]
+    missing, extra = _split_differences(m, folder, table)
+    if missing or extra:
+        return [f"{folder} differs from the split file {m.split_path}: {_differences_text(missing, extra)}"]
+    return []
+
+
+def _resolve_labelled(artist: str, m: Manifest, root: Path) -> Domain:
+    folder = root / m.name
+    if not folder.is_dir():
+        raise MissingDataError(f"no data for {artist!r} under {root}: expected {folder}/"
+                               + ", ".join(f"{d}/<class>/" for d in m.counts), hint=_fetch_hint(artist, m.name))
+    for domain in m.counts:
+        if not (folder / domain).is_dir():
+            raise ArtshiftError(f"image folder {folder / domain} does not exist", hint=_fetch_hint(artist, m.name))
+    table = _split_table(m)
+    missing, extra = _split_differences(m, folder, table)
+    if missing or extra:
+        raise ArtshiftError(
+            f"the {m.name} data at {folder} differs from its fixed train/test split {m.split_path}: "
+            + _differences_text(missing, extra),
+            hint=f"restore the missing files and remove the extra ones (or run `bench data fetch {m.name} --force` "
+                 "to get the release again); the split is fixed so that numbers stay comparable, so do not "
+                 "regenerate it for a changed copy")
+    lists: dict[tuple[str, str], list[Path]] = {}
+    labels: dict[Path, str] = {}
+    for rel in sorted(table):
+        domain = rel.split("/", 1)[0]
+        if domain not in m.counts:
+            continue
+        label, split = table[rel]
+        path = folder / rel
+        lists.setdefault((m.split_role(domain)[0], split), []).append(path)
+        labels[path] = label
+    roles = {m.split_role(d)[0]: folder / d for d in m.counts}
+    if set(roles) != {"paintings", "photos"}:  # pragma: no cover - guarded by LAYOUTS
+        raise ArtshiftError(f"{m.source}: layout {m.layout!r} must have one paintings and one photos folder")
+    for kind in ("paintings", "photos"):
+        for split in ("train", "test"):
+            if not lists.get((kind, split)):
+                raise ArtshiftError(f"the split file {m.split_path} puts no {kind} of {folder} in {split}",
+                                    hint="restore the split file from the repository")
+    return Domain(artist, root, m.layout,
+                  tuple(lists[("paintings", "train")]), tuple(lists[("paintings", "test")]),
+                  tuple(lists[("photos", "train")]), tuple(lists[("photos", "test")]),
+                  labels=labels, split_roots=(roles["paintings"], roles["paintings"], roles["photos"], roles["photos"]))
 
 
 # --- image loading ------------------------------------------------------------------------
@@ -337,16 +601,62 @@ def load_images(paths: list[Path] | tuple[Path, ...], skip_bad: bool = False) ->
     return images, skipped
 
 
-def fingerprint(paths: list[Path] | tuple[Path, ...]) -> str:
-    """Content hash of an image set (names and bytes), independent of where it lives."""
+def fingerprint(paths: Sequence[Path | str], base: Path | None = None) -> str:
+    """Content hash of an image set (relative paths and bytes), independent of where it lives.
+
+    Each file is keyed by its path relative to ``base`` (default: the files' common parent
+    folder), so files of the same name in different class folders never collide. For the
+    files of one flat folder that is the file name, and the hash is the one artshift has
+    always computed for such a folder (cache keys and fingerprints of one folder stay valid);
+    a set spanning several folders hashes differently from before. For a data set with
+    train/test splits use ``split_fingerprint``.
+    """
+    if base is None:
+        base = _common_parent(paths)
+    keyed = sorted((_relative_posix(Path(p), base), str(p)) for p in paths)
     h = hashlib.sha256()
-    for p in sorted(paths, key=lambda q: Path(q).name):
-        h.update(Path(p).name.encode())
+    for rel, p in keyed:
+        h.update(rel.encode())
         h.update(b"\0")
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         h.update(b"\1")
+    return h.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+def _framed(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogateescape")
+    return struct.pack(">Q", len(data)) + data
+
+
+def split_fingerprint(splits: Domain | Mapping[str, tuple[Path | None, Sequence[Path]]]) -> str:
+    """Content hash of a whole data set: every file's split, its path relative to its split folder and its bytes.
+
+    ``splits`` is a ``Domain`` or ``{split name: (split folder, files)}`` (a ``None`` folder
+    means the files' common parent). Moving a file between splits (or classes), renaming
+    it or changing any byte changes the hash; where the data lives does not. Every field is
+    length-prefixed, so no arrangement of names and bytes can imitate another.
+    """
+    if isinstance(splits, Domain):
+        splits = splits.splits()
+    h = hashlib.sha256(b"artshift-split-fingerprint-v1\0")
+    for name in sorted(splits):
+        base, files = splits[name]
+        if base is None:
+            base = _common_parent(files)
+        keyed = sorted((_relative_posix(Path(p), base), Path(p)) for p in files)
+        h.update(b"S" + _framed(name) + struct.pack(">Q", len(keyed)))
+        for rel, p in keyed:
+            h.update(b"F" + _framed(rel) + _file_sha256(p))
     return h.hexdigest()[:16]
 
 
@@ -390,6 +700,7 @@ class VerifyReport:
 
     def lines(self) -> list[str]:
         out = [f"{self.name} at {self.dataset_dir}: {'OK' if self.ok else 'PROBLEMS'}"]
+        width = max([7] + [len(s.split) for s in self.splits])
         for s in self.splits:
             if s.found is None:
                 state = "MISSING"
@@ -399,7 +710,7 @@ class VerifyReport:
                 state = "MISMATCH" if s.confirmed else "differs (expected count not independently confirmed)"
             found = "-" if s.found is None else str(s.found)
             bad = f", {len(s.bad)} unreadable" if s.bad else ""
-            out.append(f"  {s.split:<7} {s.role:<16} {found:>6} / {s.expected:<6} {state}{bad}")
+            out.append(f"  {s.split:<{width}} {s.role:<16} {found:>6} / {s.expected:<6} {state}{bad}")
         if self.expected_sha256:
             out.append(f"  sha256 ({self.sha256_source}): {self.expected_sha256}")
         if self.archive is not None:
@@ -425,10 +736,11 @@ def _count_splits(m: Manifest, folder: Path, check_images: bool, progress: bool)
     from tqdm.auto import tqdm
 
     reports = []
+    list_files = _class_image_files if m.labelled else _image_files
     for split, expected in m.counts.items():
         domain, part = m.split_role(split)
         sdir = folder / split
-        files = _image_files(sdir) if sdir.is_dir() else None
+        files = list_files(sdir) if sdir.is_dir() else None
         rep = SplitReport(split, sdir, f"{domain}/{part}", expected, None if files is None else len(files),
                           split in m.counts_confirmed)
         if files and check_images:
@@ -471,6 +783,8 @@ def verify_dataset(name: str | Manifest, root: Path, home: Path, *, check_images
     else:
         rep.splits = _count_splits(m, folder, check_images, progress)
         rep.problems, rep.warnings = _split_problems(rep.splits)
+        if m.labelled and all(s.found for s in rep.splits):
+            rep.problems += _split_file_problems(m, folder)
         marker = _read_marker(folder)
         if marker and expected and marker.get("sha256") != expected:
             rep.problems.append(f"{folder} was extracted from an archive with sha256 {marker.get('sha256')}, "
@@ -521,6 +835,13 @@ def _download_any(m: Manifest, dest: Path, expected: str | None, progress: bool,
         try:
             log(f"downloading {url}")
             digest = download(url, dest, sha256=expected, progress=progress, what=f"{m.name} archive")
+            if not zipfile.is_zipfile(dest):  # e.g. a sign-in or "too large to scan" HTML page (Google Drive)
+                with open(dest, "rb") as fh:
+                    head = fh.read(16)
+                size = dest.stat().st_size
+                dest.unlink(missing_ok=True)
+                failures.append(f"{url}: served {size:,} bytes that are not a zip archive ({_describe_head(head)})")
+                continue
             return digest, url
         except ChecksumError as exc:
             checksum_failed = True
@@ -600,6 +921,8 @@ def fetch_dataset(name: str | Manifest, root: Path, home: Path, progress: bool =
         n = safe_extract(src, staging, strip=m.archive_root, progress=progress, log=log)
         splits = _count_splits(m, staging, check_images=False, progress=False)
         problems, warns = _split_problems(splits)
+        if m.labelled and not problems:
+            problems = _split_file_problems(m, staging)
         if problems:
             raise ArtshiftError(f"archive {src} (sha256 {digest}) does not hold the expected {m.name} data: "
                                 + "; ".join(p.replace(str(staging), str(target)) for p in problems),
@@ -664,4 +987,4 @@ def ensure_domain(artist: str, root: Path, home: Path, allow_download: bool = Tr
         return resolve_domain(artist, root, home=home)
 
 
-__all__ += ["LAYOUTS", "check_artist", "check_policy", "skipped_summary", "pin_sha256", "expected_sha256"]
+__all__ += ["LABELLED_LAYOUTS", "LAYOUTS", "check_artist", "check_policy", "skipped_summary", "pin_sha256", "expected_sha256"]

@@ -6,6 +6,10 @@ name, e.g. to point at a mirror). The CycleGAN authors publish no checksums, so 
 may say ``sha256 = ""`` with ``pin = "first-download"``: the first verified download records
 the archive's sha256 in ``<ARTSHIFT_HOME>/data.lock.json`` and every later download or
 ``verify`` must reproduce it (trust on first use, like an SSH host key).
+
+Layouts: ``cyclegan`` (``<name>/{trainA,testA,trainB,testB}``, flat split folders) and
+``pacs`` (``<name>/{art_painting,photo}/<class>/*``: one folder per domain, images in class
+folders, the train/test split read from the CSV the manifest names in ``split_file``).
 """
 
 from __future__ import annotations
@@ -34,10 +38,14 @@ LOCK_NAME = "data.lock.json"
 LOCK_FORMAT = 1
 PIN_MODES = ("published", "first-download")
 LAYOUTS = {
-    # layout -> split folder -> (domain, part); the only layout the released zips use
+    # layout -> folder counted by the manifest -> (domain, part)
     "cyclegan": {"trainA": ("paintings", "train"), "testA": ("paintings", "test"),
                  "trainB": ("photos", "train"), "testB": ("photos", "test")},
+    # PACS: one folder per domain with a sub-folder per class; train/test come from the split file
+    "pacs": {"art_painting": ("paintings", "all"), "photo": ("photos", "all")},
 }
+# layouts whose counted folders hold one sub-folder per class (the class label) instead of the images
+LABELLED_LAYOUTS = frozenset({"pacs"})
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -61,6 +69,7 @@ class Manifest:
     archive_root: str = ""  # folder inside the zip holding the splits; "" = the name
     counts_confirmed: tuple[str, ...] = ()
     size_mb: int = 0
+    split_file: str = ""  # labelled layouts: CSV (path, class, split) next to the manifest file
     licence: str = ""
     description: str = ""
     source: str = "<constructed>"  # file the manifest came from, for error messages
@@ -84,8 +93,24 @@ class Manifest:
         return f"{self.name}@{self.version}"
 
     def split_role(self, split: str) -> tuple[str, str]:
-        """``trainA`` -> ``("paintings", "train")`` for the manifest's layout."""
+        """``trainA`` -> ``("paintings", "train")`` for the manifest's layout (``art_painting`` -> ``("paintings", "all")``)."""
         return LAYOUTS[self.layout][split]
+
+    @property
+    def labelled(self) -> bool:
+        """Images sit in one sub-folder per class (the label) and the split comes from ``split_path``."""
+        return self.layout in LABELLED_LAYOUTS
+
+    @property
+    def split_path(self) -> Path | None:
+        """The split CSV: ``split_file`` relative to the folder of the manifest file (or absolute)."""
+        if not self.split_file:
+            return None
+        path = Path(self.split_file)
+        if path.is_absolute():
+            return path
+        src = Path(self.source)
+        return (src.parent if src.suffix == ".toml" else Path.cwd()) / path
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object], source: str = "<constructed>") -> Manifest:
@@ -100,7 +125,7 @@ class Manifest:
             if key not in data:
                 raise ManifestError(f"{source}: missing required key {key!r}")
         types = {"name": str, "version": str, "artist": str, "sha256": str, "pin": str, "layout": str,
-                 "archive_root": str, "licence": str, "description": str, "size_mb": int,
+                 "archive_root": str, "licence": str, "description": str, "size_mb": int, "split_file": str,
                  "urls": list, "counts": dict, "counts_confirmed": list}
         for key, typ in types.items():
             if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)):
@@ -172,6 +197,13 @@ def _validate(m: Manifest) -> None:
         fail("archive_root", f"{m.archive_root!r} must be a relative folder inside the archive")
     if isinstance(m.size_mb, bool) or not isinstance(m.size_mb, int) or m.size_mb < 0:
         fail("size_mb", f"must be a non-negative integer, got {m.size_mb!r}")
+    if m.layout in LABELLED_LAYOUTS and not m.split_file:
+        fail("split_file", f"is required with layout {m.layout!r}",
+             hint="name the CSV (columns path, class, split) that fixes the train/test split, next to the manifest")
+    if m.split_file and m.layout not in LABELLED_LAYOUTS:
+        fail("split_file", f"is only used with layout {', '.join(sorted(LABELLED_LAYOUTS))}")
+    if ".." in Path(m.split_file).parts:
+        fail("split_file", f"{m.split_file!r} must not contain '..'")
 
 
 def _shipped_files() -> list[Path]:
