@@ -66,8 +66,9 @@ class Registry(Generic[T]):
 
 
 methods: Registry[Any] = Registry("method")
-extractors: Registry[Any] = Registry("feature extractor")
-metrics: Registry[Any] = Registry("metric")
+extractors: Registry[Any] = Registry("feature extractor")  # targets are create(**kwargs) functions
+metrics: Registry[Any] = Registry("metric")  # targets are benchmark.metrics.Metric objects
+commands: Registry[Any] = Registry("command group")  # targets are register(app) functions
 
 # --- methods ------------------------------------------------------------------------------
 methods.register("original", "baselines.original:Original",
@@ -84,11 +85,23 @@ methods.register("gatys", "baselines.gatys:Gatys",
                  "neural style transfer (Gatys et al. 2016): VGG-19 Gram matrices, L-BFGS per image")
 
 # --- feature extractors ------------------------------------------------------------------
-extractors.register("inception", "benchmark.features:FIDInceptionExtractor",
+extractors.register("inception", "benchmark.features:create",
                     "FID Inception-v3 (TF 2015-12-05 port): pooled features at 64/192/768/2048 dims")
+extractors.register("vgg19", "benchmark.tv_features:create_vgg19",
+                    "torchvision VGG-19 (ImageNet): relu1_1 ... relu5_1 pooled, fc7")
+extractors.register("resnet152", "benchmark.tv_features:create_resnet152",
+                    "torchvision ResNet-152 (ImageNet): stem, layer1 ... layer4, pooled")
 
 # --- metrics -------------------------------------------------------------------------------
-metrics.register("fid", "benchmark.metrics.fid:fid_from_features",
+metrics.register("fid", "benchmark.metrics.fid:METRIC",
                  "Frechet distance between Gaussian fits of real and generated features")
-metrics.register("kid", "benchmark.metrics.kid:kid_from_features",
+metrics.register("kid", "benchmark.metrics.kid:METRIC",
                  "kernel inception distance: unbiased MMD^2 with a cubic polynomial kernel")
+
+# --- command groups ------------------------------------------------------------------------
+commands.register("run", "benchmark.cli.run:register", "methods, run, eval: list methods, run one, evaluate a folder")
+commands.register("leaderboard", "reports.cli:register", "leaderboard: every finished run in the paper's layout")
+commands.register("data", "benchmark.cli.data:register", "data list|fetch|verify: dataset manifests and downloads")
+commands.register("weights", "benchmark.cli.weights:register", "weights list|fetch|import|verify: weight files")
+commands.register("stats", "benchmark.cli.stats:register", "stats export|fid: pytorch-fid-compatible statistics")
+commands.register("bank", "methods.bank_cli:register", "bank build: memory banks of real photo patches for 'ours'")

@@ -251,8 +251,9 @@ class Store:
 
     def metrics_for(self, run_id: str) -> list[dict[str, Any]]:
         with self._connect() as con:
-            rows = con.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY metric, extractor_id, layer",
-                               (run_id,)).fetchall()
+            # widest layer first within a metric and extractor (FID-2048, -768, -192, -64, as before)
+            rows = con.execute("SELECT * FROM metrics WHERE run_id=? "
+                               "ORDER BY metric, extractor_id, length(layer) DESC, layer DESC", (run_id,)).fetchall()
         return [dict(r) for r in rows]
 
     def results(self) -> pd.DataFrame:

@@ -62,3 +62,8 @@ def build(
     took = time.perf_counter() - t0
     typer.echo(("found existing " if existed else f"built in {took:.1f}s: ") + bank.describe())
     typer.echo(f"location: {bank.root}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bank`` to ``bench`` (registered in ``benchmark.registry.commands`` as ``methods.bank_cli:register``)."""
+    app.add_typer(bank_app, name="bank", help="Memory banks of real photo patches (for 'ours').")

@@ -75,3 +75,55 @@ def test_stats_fid_reads_pytorch_fid_npz_and_agrees_with_it(tmp_path):
     np.savez(bad, mean=np.zeros(3))
     res = _bench("stats", "fid", str(bad), str(tmp_path / "s0.npz"))
     assert res.returncode == 2 and "'mu' and 'sigma'" in res.stderr
+
+
+def test_core_package_never_imports_reports_or_methods():
+    """Command groups owned by reports/ and methods/ reach ``bench`` through the registry only."""
+    import ast
+    from pathlib import Path
+
+    import benchmark
+
+    offenders = []
+    for path in sorted(Path(benchmark.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] in ("reports", "methods")]
+    assert not offenders, offenders
+
+
+def test_help_lists_every_registered_command_group():
+    import re
+
+    from benchmark import registry
+
+    res = runner.invoke(app, ["--help"], terminal_width=160)
+    assert res.exit_code == 0, res.output
+    listed = re.findall(r"^│ ([a-z]\S*) ", res.output, flags=re.MULTILINE)
+    assert registry.commands.names()  # the groups are registered, not hard-wired
+    for name in registry.commands.names():
+        assert name in listed, (name, listed)
+    assert {"methods", "run", "eval", "leaderboard", "data", "weights", "stats", "bank"} <= set(listed)
+    res = runner.invoke(app, ["methods"])
+    assert res.exit_code == 0 and res.output.split()[0] == "original"
+
+
+def test_build_app_adds_the_groups_of_a_registry_and_unknown_names_get_did_you_mean():
+    import typer
+
+    from benchmark.cli import build_app
+    from benchmark.errors import ArtshiftError
+    from benchmark.registry import Registry
+
+    groups = Registry("command group")
+    groups.register("leaderboard", "reports.cli:register", "leaderboard")
+    only = build_app(groups)
+    assert [c.name for c in typer.main.get_group(only).commands.values()] == ["leaderboard"]
+    with pytest.raises(ArtshiftError, match="unknown command group 'leaderbord'") as exc:
+        groups.get("leaderbord")
+    assert "did you mean 'leaderboard'" in str(exc.value)

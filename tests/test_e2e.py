@@ -7,6 +7,7 @@ per module), but it is the path every user takes, so it runs in CI.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,14 +46,16 @@ def test_run_cyclegan_and_original_then_leaderboard(shared_data, e2e_home):
     assert len(run_dirs) == 1
     rd = run_dirs[0]
     translated = sorted(p.name for p in (rd / "translated").glob("*.png"))
-    tests = sorted(p.stem + ".png" for p in (shared_data / "paintings" / "cezanne" / "test").iterdir())
+    tests = sorted(p.name + ".png" for p in (shared_data / "paintings" / "cezanne" / "test").iterdir())
     assert translated == tests and len(translated) == 10
     assert (rd / "DONE").exists() and (rd / "checkpoints" / "last.pt").exists()
     spec = json.loads((rd / "spec.json").read_text())
     assert spec["run_id"] == rd.name and spec["spec"]["method"] == "cyclegan"
     rows = json.loads((rd / "metrics.json").read_text())
-    assert {(r["metric"], r["dims"]) for r in rows} == {("fid", 64), ("fid", 192), ("fid", 768), ("fid", 2048),
-                                                        ("kid", 2048)}
+    assert {(r["metric"], r["layer"]) for r in rows} == {
+        ("fid", "inception:64"), ("fid", "inception:192"), ("fid", "inception:768"), ("fid", "inception:2048"),
+        ("kid", "inception:2048")}
+    assert all(r["direction"] == "lower" for r in rows)
     assert all(r["n_fake"] == 10 and r["n_real"] == 402 for r in rows)
     assert all(r["extractor_id"].startswith("random-init:") and "[random-init]" in r["display_name"] for r in rows)
 
@@ -115,3 +118,80 @@ def test_stats_export_is_pytorch_fid_compatible(shared_data, e2e_home, tmp_path)
     assert len(files) == 4
     with np.load(tmp_path / "cezanne-photos_test-2048-random-init.npz") as z:
         assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 402
+
+
+def _cyclegan_ci_run(e2e_home):
+    rows = Store(e2e_home / "results.sqlite").find_runs(method="cyclegan", artist="cezanne", profile="ci", seed=0,
+                                                        status="done")
+    assert rows, "test_run_cyclegan_and_original_then_leaderboard makes this run"
+    return rows[0]["run_id"], Path(rows[0]["run_dir"])
+
+
+def test_translate_with_a_finished_run_reproduces_its_translations(shared_data, e2e_home, tmp_path, monkeypatch):
+    from baselines.cyclegan import CycleGAN
+
+    run_id, run_dir = _cyclegan_ci_run(e2e_home)
+    monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("translate must not train"))
+    src = shared_data / "paintings" / "cezanne" / "test"
+    out = _run("translate", "--run", run_id, "--images", str(src), "--out", str(tmp_path / "x"), "--quiet")
+    assert "10 translations" in out
+    written = sorted((tmp_path / "x").glob("*.png"))
+    assert len(written) == 10
+    for p in written:
+        assert p.read_bytes() == (run_dir / "translated" / p.name).read_bytes(), p.name
+    # the same run named by method/artist/profile/seed; one painting alone gives the same pixels
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(src.iterdir())[3]
+    (one / first.name).write_bytes(first.read_bytes())
+    _run("translate", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--images", str(one),
+         "--out", str(tmp_path / "y"), "--quiet")
+    assert (tmp_path / "y" / (first.name + ".png")).read_bytes() == (run_dir / "translated" / (first.name + ".png")).read_bytes()
+    # an unknown run is a clear error
+    res = cli.invoke(app, ["translate", "--run", "feedbeef0000", "--images", str(src), "--out", str(tmp_path / "z")])
+    assert res.exit_code != 0 and "no run 'feedbeef0000'" in str(res.exception)
+
+
+def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_data, e2e_home, tmp_path,
+                                                                         monkeypatch):
+    """Last in the module: it installs an FID-Inception weights file, removed again at the end."""
+    import hashlib
+
+    from baselines.cyclegan import CycleGAN
+    from benchmark import features, runner, weights
+    from benchmark.data import resolve_domain
+
+    run_id, run_dir = _cyclegan_ci_run(e2e_home)
+    monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("eval must not train"))
+    store = Store(e2e_home / "results.sqlite")
+    before = {(m["metric"], m["layer"], m["extractor_id"]): m["value"] for m in store.metrics_for(run_id)}
+    out = _run("eval", "--run", run_id, "--with", "kid", "--quiet")
+    assert "KID-2048[random-init]" in out and "FID-2048" not in out
+    after = {(m["metric"], m["layer"], m["extractor_id"]): m["value"] for m in store.metrics_for(run_id)}
+    assert after == pytest.approx(before)  # same translations, same extractor: same numbers
+
+    # "pretrained" weights (here: the calibrated random network saved as a weight file, so the
+    # numbers must equal the random-init ones while id and names differ)
+    domain = resolve_domain("cezanne", shared_data)
+    ex = features.get_extractor("random", home=e2e_home, calibration_paths=runner.calibration_photos(domain))
+    wfile = ex.save_weights(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    digest = hashlib.sha256(wfile.read_bytes()).hexdigest()
+    wf = weights.KNOWN["fid-inception"]
+    monkeypatch.setitem(weights.KNOWN, "fid-inception",
+                        weights.WeightFile(wf.name, wf.filename, wf.url, None, digest[:8], None, wf.description))
+    installed = weights.import_file("fid-inception", wfile)
+    try:
+        again = _run("run", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--data-root",
+                     str(shared_data), "--weights", "pretrained", "--quiet")
+        assert "stored result" in again and "FID-2048 " in again
+        rows = store.metrics_for(run_id)
+        pre = {(m["metric"], m["layer"]): m for m in rows if m["extractor_id"] == f"pretrained:{digest[:12]}"}
+        rnd = {(m["metric"], m["layer"]): m for m in rows if m["extractor_id"] == ex.id}
+        assert set(pre) == set(rnd) and len(pre) == 5
+        for key, m in pre.items():
+            assert m["value"] == pytest.approx(rnd[key]["value"], rel=1e-6, abs=1e-9)
+            assert "[random-init]" not in m["display_name"] and "[random-init]" in rnd[key]["display_name"]
+        on_disk = json.loads((run_dir / "metrics.json").read_text())
+        assert len(on_disk) == 10
+    finally:
+        Path(installed).unlink()

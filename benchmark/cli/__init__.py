@@ -1,0 +1,56 @@
+"""``bench``: a thin command-line face over functions that tests and scripts call directly.
+
+It only parses arguments and prints; user errors (``ArtshiftError``) are printed without a
+traceback and exit with status 2.
+
+Command groups are registered like methods: each is a module with a ``register(app)``
+function, listed as one line in the ``# --- command groups ---`` section of
+``benchmark/registry.py``, and added here, in registration order, when the app is built (so
+``bench --help`` lists them all). ``run`` (``methods``, ``run``, ``eval``), ``data``,
+``weights`` and ``stats`` live in this package; groups owned by other packages live with
+them (``leaderboard`` in ``reports/cli.py``, ``bank`` in ``methods/bank_cli.py``), so the
+core package never imports ``reports`` or ``methods``. Shared options, enums, consoles and
+tables are in ``benchmark.cli.common``. Later groups (shift, downstream, report, study,
+sweep) each add one module + one registry line; nothing in this file changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from benchmark import registry
+from benchmark.cli.common import err, out
+from benchmark.errors import ArtshiftError
+
+__all__ = ["app", "build_app", "err", "main", "out"]
+
+HELP = "artshift: translate paintings to photos with registered methods and measure the domain gap."
+
+
+def build_app(groups: Optional[registry.Registry[Any]] = None) -> typer.Typer:
+    """A fresh ``bench`` app with every group of ``groups`` (default: ``registry.commands``) added."""
+    groups = registry.commands if groups is None else groups
+    new = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=HELP)
+    for name in groups.names():
+        groups.get(name)(new)
+    return new
+
+
+app = build_app()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        app()
+    except ArtshiftError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to resume")
+        sys.exit(130)

@@ -1,0 +1,139 @@
+"""``bench methods|run|eval|translate``: list methods, run one, measure a run or a folder, reuse a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from benchmark import registry
+from benchmark.cli.common import BadImage, DataRoot, Home, Weights, _metrics_table, err, out
+
+
+def methods_cmd() -> None:
+    """List the registered methods, one line each."""
+    width = max(len(n) for n in registry.methods.names())
+    for e in registry.methods.entries():
+        out.print(escape(f"{e.name:<{width}}  {e.summary}"), highlight=False)
+
+
+def run_cmd(
+    method: str = typer.Option(..., "--method", "-m", help="a registered method (see `bench methods`)"),
+    artist: str = typer.Option(..., "--artist", "-a", help="monet, cezanne, vangogh, ukiyoe or pacs"),
+    profile: str = typer.Option("smoke", "--profile", "-p", help="ci, smoke, quick or paper"),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    set_: list[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="re-run even if this spec finished before"),
+    weights: Optional[Weights] = typer.Option(None, "--weights",
+                                              help="extractor weights (default: auto for ci/smoke, else pretrained); "
+                                                   "a finished run is measured again with other weights"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="torch deterministic algorithms"),
+    on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
+    from benchmark.profiles import parse_overrides
+    from benchmark.runner import execute
+
+    res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
+                  home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
+                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
+    state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
+    out.print(escape(f"run {res.run_id} {state}: {res.run_dir}"), highlight=False)
+    if res.timings:
+        out.print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()), highlight=False)
+    if res.skipped:
+        err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
+    out.print(_metrics_table(res.metrics, f"{method} / {artist} / {profile} / seed {seed}"))
+
+
+RunId = typer.Option(None, "--run", help="a run id (from `bench run` or `bench leaderboard --format csv`)")
+
+
+def _find_run(home: Optional[Path], run_id: Optional[str], method: Optional[str], artist: Optional[str],
+              profile: str, seed: int):
+    from benchmark import paths
+    from benchmark.runner import find_run
+    from benchmark.store import Store
+
+    store = Store(paths.home(home) / "results.sqlite")
+    return find_run(store, run_id=run_id, method=method, artist=artist, profile=profile, seed=seed), store
+
+
+def eval_cmd(
+    run_id: Optional[str] = RunId,
+    images: Optional[Path] = typer.Option(None, "--images", help="folder of translated images to rank"),
+    artist: Optional[str] = typer.Option(None, "--artist", "-a", help="with --images: whose photo test set"),
+    name: Optional[str] = typer.Option(None, "--name", help="with --images: label for the leaderboard row"),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="name the run by method/artist/profile/seed"),
+    profile: str = typer.Option("smoke", "--profile", "-p"),
+    seed: int = typer.Option(0, "--seed"),
+    with_: str = typer.Option("", "--with", help="extractors and/or metrics to measure with, comma-separated "
+                                                 "(e.g. vgg19,resnet152; default: inception with every metric)"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    weights: Optional[Weights] = typer.Option(None, "--weights", help="extractor weights (default: auto for "
+                                                                      "--images and ci/smoke runs, else pretrained)"),
+    on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Measure a finished run again (--run, or --method/--artist) or any folder of translations (--images)."""
+    from benchmark.errors import ArtshiftError
+    from benchmark.runner import evaluate_folder, evaluate_run
+
+    names = [n.strip() for n in with_.split(",") if n.strip()]
+    skip = on_bad_image is BadImage.skip
+    if images is not None:
+        if run_id or method:
+            raise ArtshiftError("pass either --images (an external folder) or a run (--run / --method), not both")
+        if not (artist and name):
+            raise ArtshiftError("--images needs --artist (whose photo test set) and --name (the row label)")
+        res = evaluate_folder(images, artist, name, data_root=data_root, home=home,
+                              weights=weights.value if weights else "auto", with_=names, skip_bad=skip,
+                              progress=not quiet, device=device)
+        title = f"{name} / {artist}"
+    else:
+        run, store = _find_run(home, run_id, method, artist, profile, seed)
+        res = evaluate_run(run, with_=names, weights=weights.value if weights else None, home=home,
+                           data_root=data_root, skip_bad=skip, progress=not quiet, device=device, store=store)
+        title = f"run {run.run_id}: {run.method} / {run.artist} / {run.profile} / seed {run.seed}"
+    if res.skipped:
+        err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
+    out.print(_metrics_table(res.metrics, title))
+
+
+def translate_cmd(
+    images: Path = typer.Option(..., "--images", help="folder of paintings to translate"),
+    out_dir: Path = typer.Option(..., "--out", help="folder for the translations (<name>.png each)"),
+    run_id: Optional[str] = RunId,
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="name the run by method/artist/profile/seed"),
+    artist: Optional[str] = typer.Option(None, "--artist", "-a"),
+    profile: str = typer.Option("smoke", "--profile", "-p"),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Apply a finished run to any folder of paintings, each at its own size (as the CycleGAN test script)."""
+    from benchmark.runner import translate_run
+
+    run, _ = _find_run(home, run_id, method, artist, profile, seed)
+    written = translate_run(run, images, out_dir, home=home, data_root=data_root,
+                            skip_bad=on_bad_image is BadImage.skip, device=device, progress=not quiet)
+    out.print(escape(f"run {run.run_id} ({run.method} / {run.artist} / {run.profile} / seed {run.seed}): "
+                     f"{len(written)} translations in {out_dir}"), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("methods")(methods_cmd)
+    app.command("run")(run_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("translate")(translate_cmd)

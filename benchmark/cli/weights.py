@@ -1,0 +1,56 @@
+"""``bench weights list|fetch|import|verify``: known weight files, sha256-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from benchmark.cli.common import out
+
+weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Known weight files, where they are and whether they are verified."""
+    from benchmark import weights
+
+    table = Table()
+    rows = weights.list_weights()
+    cols = list(rows[0].keys()) if rows else []
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(*[escape(str(r[c])) for c in cols])
+    out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str) -> None:
+    """Download a known weight file and verify its sha256."""
+    from benchmark import weights
+
+    out.print(escape(f"{name}: {weights.fetch(name)}"))
+
+
+@weights_app.command("import")
+def weights_import(name: str, path: Path) -> None:
+    """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
+    from benchmark import weights
+
+    out.print(escape(f"{name}: {weights.import_file(name, path)}"))
+
+
+@weights_app.command("verify")
+def weights_verify(name: str) -> None:
+    """Re-hash a weight file and compare with the known or pinned sha256."""
+    from benchmark import weights
+
+    out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")
