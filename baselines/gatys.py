@@ -20,43 +20,34 @@ output keeps the input's resolution but not its finest detail; ``image_size=0`` 
 full size.
 
 Weights: ImageNet VGG-19 (torchvision's file, resolved and sha256-checked through
-``benchmark.weights``). A random-init VGG is used only when asked for with ``weights="random"``;
-its convolutions are then drawn with fan-in Kaiming scaling from a fixed seed, so every layer
-keeps unit-order activations (torchvision's fan-out init shrinks the variance each time the
-channel count doubles, which leaves the deep Gram matrices ~1e-4 of the shallow ones and the
-style loss blind to them). Such a run is labelled through ``weights_id`` and its translations
-are not comparable to the pretrained baseline.
+``benchmark.weights``; the network itself lives in ``benchmark.vgg``). A random-init VGG is used
+only when asked for with ``weights="random"``; its convolutions are then drawn with fan-in
+Kaiming scaling from a fixed seed, so every layer keeps unit-order activations (torchvision's
+fan-out init would leave the deep Gram matrices ~1e-4 of the shallow ones and the style loss
+blind to them). Such a run is labelled through ``weights_id`` and its translations are not
+comparable to the pretrained baseline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from benchmark import vgg
 from benchmark.data import BadImageError, load_image
 from benchmark.errors import ArtshiftError
 from benchmark.method import Method, RunContext, TrainData
 from benchmark.profiles import check_profile
 from benchmark.training import save_atomic
+from benchmark.vgg import VGGFeatures, random_vgg19
 
-# Indices of the ReLU outputs in torchvision's ``vgg19().features`` (config "E").
-VGG19_LAYERS = {
-    "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8,
-    "relu3_1": 11, "relu3_2": 13, "relu3_3": 15, "relu3_4": 17,
-    "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
-    "relu5_1": 29, "relu5_2": 31, "relu5_3": 33, "relu5_4": 35, "pool5": 36,
-}
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POLICIES = ("nearest", "random")
 INDEX_FILE = "gatys_style_index.pt"
 
@@ -80,80 +71,15 @@ class GatysConfig:
     max_style_photos: int = 0  # 0 = index all training photos; else a seeded subsample of this many
 
 
-class VGGFeatures(nn.Module):
-    """VGG-19 ``features`` truncated after the deepest layer asked for; returns named ReLU outputs.
-
-    Takes images in [-1, 1] and applies the ImageNet mean/std normalisation the weights expect.
-    """
-
-    def __init__(self, features: nn.Sequential):
-        super().__init__()
-        for m in features:
-            if isinstance(m, nn.ReLU):
-                m.inplace = False  # the returned activations must not be overwritten later
-        self.features = features
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, images: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        wanted = {VGG19_LAYERS[name]: name for name in layers}
-        last = max(wanted)
-        x = ((images + 1) / 2 - self.mean) / self.std
-        out: dict[str, torch.Tensor] = {}
-        for i, module in enumerate(self.features):
-            x = module(x)
-            if i in wanted:
-                out[wanted[i]] = x
-            if i == last:
-                break
-        return out
-
-
-def _vgg19_layers() -> nn.Sequential:
-    from torchvision.models.vgg import cfgs, make_layers
-
-    return make_layers(cfgs["E"], batch_norm=False)
-
-
-def _state_hash(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-def random_vgg19(seed: int) -> tuple[VGGFeatures, str]:
-    """A seeded random-init VGG-19 with fan-in Kaiming convolutions (see the module docstring)."""
-    features = _vgg19_layers()
-    gen = torch.Generator().manual_seed(seed)
-    for m in features:
-        if isinstance(m, nn.Conv2d):
-            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            with torch.no_grad():
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
-                m.bias.zero_()
-    return VGGFeatures(features), f"random-init:seed{seed}:sd-{_state_hash(features)}"
-
-
 def pretrained_vgg19(allow_download: bool = False, home: Path | None = None) -> tuple[VGGFeatures, str]:
     """ImageNet VGG-19 from the sha256-verified weight file, or an ArtshiftError saying how to get it."""
-    from benchmark import weights as weight_files
-
     try:
-        path = weight_files.resolve("vgg19", allow_download=allow_download, home=home)
-        digest = weight_files.verify("vgg19", home)  # cached: the file was just verified
+        return vgg.pretrained_vgg19(allow_download, home)
     except ArtshiftError as exc:
         raise ArtshiftError(
             f"gatys needs the ImageNet VGG-19 weights, which are not available: {str(exc).splitlines()[0]}",
             hint="run `bench weights fetch vgg19` (or `bench weights import vgg19 PATH` offline), or run with "
                  "`--set weights=random` for a random-init VGG (labelled; not comparable to the paper)") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    features = _vgg19_layers()
-    features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
-    return VGGFeatures(features), f"pretrained:{digest[:12]}"
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

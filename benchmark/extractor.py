@@ -16,7 +16,9 @@ arguments of ``make`` below, so adding a network is one registry line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 
 from benchmark.errors import ArtshiftError
+
+log = logging.getLogger("artshift.features")
 
 
 @runtime_checkable
@@ -80,3 +84,71 @@ def make(name: str, *, weights: str = "auto", resize_mode: str | None = None, ho
     if resize_mode is not None:
         kwargs["resize_mode"] = resize_mode
     return create(**kwargs)
+
+
+# --- shared by every extractor: which weights, and the calibrated random-init cache ----------
+
+def resolve_pretrained(weights_name: str, title: str, weights: str, *, home: Path | None, allow_download: bool,
+                       progress: bool) -> tuple[Path, str] | None:
+    """(verified file, ``pretrained:<sha256[:12]>``), or None when a random-init network is to be used.
+
+    ``auto`` falls back to random-init (with a warning) only when the file is absent and cannot
+    be downloaded; a present but corrupt or mismatching file is an error in every mode.
+    """
+    from benchmark import weights as wts
+
+    if weights not in ("auto", "pretrained", "random"):
+        raise ArtshiftError(f"unknown {title} weights {weights!r} (use auto, pretrained or random)")
+    if weights == "random":
+        return None
+    present = wts.path_of(weights_name, home).is_file()
+    try:
+        path = wts.resolve(weights_name, allow_download=allow_download, home=home, progress=progress)
+    except wts.ChecksumError:
+        raise
+    except ArtshiftError as exc:
+        if weights == "pretrained" or present:
+            raise
+        log.warning("pretrained %s weights unavailable (%s); using a RANDOM-INIT %s calibrated on photos. Its "
+                    "metric values are not comparable with published ones and are labelled [random-init].",
+                    title, str(exc).splitlines()[0], title)
+        return None
+    return path, f"pretrained:{wts.verify(weights_name, home)[:12]}"
+
+
+def cached_calibration(name: str, version: int, seed: int, calibration_paths: Sequence[Path], home: Path | None,
+                       build: Callable[[list[Path]], dict[str, torch.Tensor]], *, title: str,
+                       weights_name: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict of a calibrated random-init network and the calibration set's fingerprint.
+
+    Calibrating takes from seconds (Inception) to minutes (VGG-19 at 224 px on a CPU), so the
+    result is cached in ``<home>/cache/extractors`` by network, procedure version, seed and the
+    calibration set's content; a corrupt cache file is rebuilt, never fatal.
+    """
+    from benchmark import paths as bpaths
+    from benchmark.data import fingerprint
+    from benchmark.features import calibration_subset
+
+    if not calibration_paths:
+        raise ArtshiftError(f"a random-init {title} extractor needs calibration photos and none were given",
+                            hint="pass calibration_paths (e.g. the first 200 files of photos/train), or install "
+                                 f"the pretrained weights: `bench weights fetch {weights_name}`")
+    cal = calibration_subset(calibration_paths)
+    cal_fp = fingerprint(cal)
+    cache = bpaths.home(home) / "cache" / "extractors" / f"{name}-random-v{version}-seed{seed}-cal{cal_fp}.pt"
+    if cache.is_file():
+        try:
+            return torch.load(cache, map_location="cpu", weights_only=True), cal_fp
+        except Exception as exc:  # a corrupt cache is rebuilt, not fatal
+            log.warning("ignoring unreadable extractor cache %s (%s): recalibrating", cache, exc)
+    log.info("calibrating a random-init %s (seed %d) on %d photos", title, seed, len(cal))
+    sd = {k: v.detach().contiguous() for k, v in build(cal).items()}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    torch.save(sd, tmp)
+    os.replace(tmp, cache)
+    return sd, cal_fp
+
+
+def random_init_id(state_hash: str, cal_fp: str) -> str:
+    return f"random-init:sd-{state_hash[:6]}:cal-{cal_fp[:6]}"

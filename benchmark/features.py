@@ -36,10 +36,15 @@ from PIL import Image
 from torch import nn
 from torchvision.models import inception as tvi
 
-from benchmark import paths as bpaths
 from benchmark.data import BadImageError, fingerprint, load_image
 from benchmark.errors import ArtshiftError
-from benchmark.extractor import FeatureExtractor, check_layers
+from benchmark.extractor import (
+    FeatureExtractor,
+    cached_calibration,
+    check_layers,
+    random_init_id,
+    resolve_pretrained,
+)
 
 if TYPE_CHECKING:
     from benchmark.metrics.fid import Stats
@@ -341,11 +346,6 @@ class FIDInceptionExtractor:
         self.device = torch.device(device)
         self.fused = FusedInception(net).to(self.device)
 
-    @classmethod
-    def create(cls, **kwargs) -> FIDInceptionExtractor:
-        """Registry entry point: same arguments as ``get_extractor``."""
-        return get_extractor(**kwargs)
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Weights in the pt_inception file format (loads into pytorch-fid and torch-fidelity)."""
         return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
@@ -439,28 +439,13 @@ def calibrate_batchnorm(net: FIDInceptionV3, paths: Sequence[Path], batch_size: 
 
 def _calibrated_random(seed: int, calibration_paths: Sequence[Path], home: Path | None,
                        progress: bool) -> tuple[dict[str, torch.Tensor], str]:
-    if not calibration_paths:
-        raise ArtshiftError("a random-init Inception extractor needs calibration photos and none were given",
-                            hint="pass calibration_paths (e.g. the first 200 files of photos/train), or install "
-                                 "the pretrained weights: `bench weights fetch fid-inception`")
-    cal = calibration_subset(calibration_paths)
-    cal_fp = fingerprint(cal)
-    cache = bpaths.home(home) / "cache" / "extractors" / f"inception-random-v{CALIBRATION_VERSION}-seed{seed}-cal{cal_fp}.pt"
-    if cache.is_file():
-        try:
-            return torch.load(cache, map_location="cpu", weights_only=True), cal_fp
-        except Exception as exc:  # a corrupt cache is rebuilt, not fatal
-            log.warning("ignoring unreadable extractor cache %s (%s): recalibrating", cache, exc)
-    log.info("calibrating BatchNorm statistics of a random-init Inception (seed %d) on %d photos", seed, len(cal))
-    net = FIDInceptionV3()
-    net.load_state_dict(random_state_dict(seed))
-    net = calibrate_batchnorm(net, cal, progress=progress)
-    sd = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, cache)
-    return sd, cal_fp
+    def build(cal: list[Path]) -> dict[str, torch.Tensor]:
+        net = FIDInceptionV3()
+        net.load_state_dict(random_state_dict(seed))
+        return calibrate_batchnorm(net, cal, progress=progress).state_dict()
+
+    return cached_calibration("inception", CALIBRATION_VERSION, seed, calibration_paths, home, build,
+                              title="Inception", weights_name=WEIGHTS_NAME)
 
 
 def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
@@ -484,31 +469,16 @@ def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path 
     to random-init with a warning (its metrics are then labelled ``[random-init]``). A present
     but corrupt file is an error in every mode, never a silent fallback.
     """
-    from benchmark import weights as wts
-
-    if weights not in ("auto", "pretrained", "random"):
-        raise ArtshiftError(f"unknown Inception weights {weights!r} (use auto, pretrained or random)")
     if resize_mode not in RESIZE_MODES:
         raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
-    if weights in ("auto", "pretrained"):
-        present = wts.path_of(WEIGHTS_NAME, home).is_file()
-        try:
-            path = wts.resolve(WEIGHTS_NAME, allow_download=allow_download, home=home, progress=progress)
-        except wts.ChecksumError:
-            raise
-        except ArtshiftError as exc:
-            if weights == "pretrained" or present:
-                raise
-            log.warning("pretrained FID Inception weights unavailable (%s); using a RANDOM-INIT Inception with "
-                        "re-estimated BatchNorm statistics. Its FID values are not comparable with published "
-                        "FIDs and are labelled [random-init].", str(exc).splitlines()[0])
-        else:
-            digest = wts.verify(WEIGHTS_NAME, home)
-            return FIDInceptionExtractor(load_weights_file(path), id=f"pretrained:{digest[:12]}", display_tag="",
-                                         resize_mode=resize_mode, device=device)
+    found = resolve_pretrained(WEIGHTS_NAME, "FID Inception", weights, home=home, allow_download=allow_download,
+                               progress=progress)
+    if found is not None:
+        return FIDInceptionExtractor(load_weights_file(found[0]), id=found[1], display_tag="",
+                                     resize_mode=resize_mode, device=device)
     sd, cal_fp = _calibrated_random(seed, calibration_paths or [], home, progress)
-    ident = f"random-init:sd-{_state_dict_hash(sd)[:6]}:cal-{cal_fp[:6]}"
-    return FIDInceptionExtractor(sd, id=ident, display_tag="random-init", resize_mode=resize_mode, device=device)
+    return FIDInceptionExtractor(sd, id=random_init_id(_state_dict_hash(sd), cal_fp), display_tag="random-init",
+                                 resize_mode=resize_mode, device=device)
 
 
 def create(**kwargs) -> FIDInceptionExtractor:
@@ -589,7 +559,7 @@ def extract_paths(extractor: FeatureExtractor, paths: Sequence[Path], batch_size
             if batch is not None:
                 feats = extractor(batch, layers)
                 for k in layers:
-                    chunks[k].append(feats[k].numpy())
+                    chunks[k].append(feats[k].cpu().numpy())
                 kept.extend(idx)
             bar.update(len(idx) + len(bad))
     if not kept:

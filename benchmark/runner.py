@@ -276,11 +276,11 @@ class FinishedRun:
     seed: int
     config: dict[str, Any]
     data_root: Path
-    spec_version: int = 2
+    spec: RunSpec
 
     def output(self, rel: str) -> Path:
         """Where this run stored the translation of ``rel`` (v1 runs named outputs by stem)."""
-        name = f"{Path(rel).stem}.png" if self.spec_version == 1 else output_name(rel)
+        name = f"{Path(rel).stem}.png" if self.spec.spec_version == 1 else output_name(rel)
         return self.run_dir / "translated" / name
 
 
@@ -315,7 +315,7 @@ def find_run(store: Store, *, run_id: str | None = None, method: str | None = No
         raise ArtshiftError(f"cannot read {run_dir / 'spec.json'}: {exc}") from None
     spec = info["spec"]
     return FinishedRun(row["run_id"], run_dir, spec["method"], spec["artist"], spec["profile"], int(spec["seed"]),
-                       info.get("config", {}), Path(info["data_root"]), int(spec.get("spec_version", 1)))
+                       info.get("config", {}), Path(info["data_root"]), RunSpec.from_json(row["spec_json"]))
 
 
 def _as_field_value(value: Any) -> Any:
@@ -381,8 +381,7 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
                                    extractors=extractors, weights=weights or default_weights(run.profile),
                                    metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
     _write_metrics_json(run.run_dir, store, run.run_id)
-    spec = RunSpec.from_json(store.run(run.run_id)["spec_json"])
-    return RunResult(run.run_id, run.run_dir, spec, [dataclasses.asdict(r) for r in rows],
+    return RunResult(run.run_id, run.run_dir, run.spec, [dataclasses.asdict(r) for r in rows],
                      timings={"evaluate_s": time.perf_counter() - t}, skipped=[str(p) for p in skipped + missing])
 
 
