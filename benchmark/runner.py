@@ -381,7 +381,10 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
                                    extractors=extractors, weights=weights or default_weights(run.profile),
                                    metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
     _write_metrics_json(run.run_dir, store, run.run_id)
-    return RunResult(run.run_id, run.run_dir, run.spec, [dataclasses.asdict(r) for r in rows],
+    measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
+    shown = [m for m in store.metrics_for(run.run_id)
+             if (m["metric"], m["layer"], m["extractor_id"], m["resize_mode"]) in measured]
+    return RunResult(run.run_id, run.run_dir, run.spec, shown,
                      timings={"evaluate_s": time.perf_counter() - t}, skipped=[str(p) for p in skipped + missing])
 
 

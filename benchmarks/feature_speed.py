@@ -117,8 +117,12 @@ def main() -> None:
             out = extract_featuresdict_from_input_id(1, tfid_model, **dict(tf_kw, input1=str(path)))
         return {int(k): v.double().numpy() for k, v in out.items()}
 
+    def by_dims(feats):  # artshift keys layers by text id ("inception:2048"); the references by dims
+        return {int(k.partition(":")[2]): v for k, v in feats.items()}
+
     def run_ours(mode, layers=fx.LAYERS, fs=files):
-        return fx.extract_paths(modes[mode], fs, batch_size=bs, num_workers=nw, progress=False, layers=layers)
+        ids = [f"inception:{d}" for d in layers]
+        return by_dims(fx.extract_paths(modes[mode], fs, batch_size=bs, num_workers=nw, progress=False, layers=ids))
 
     def link_folder(fs):  # torch-fidelity takes a folder: give it exactly these files
         d = Path(tempfile.mkdtemp(prefix="images_"))
@@ -155,7 +159,7 @@ def main() -> None:
     with torch.no_grad():
         batch = torch.stack([torch.from_numpy(i.copy()).permute(2, 0, 1).float().div(255) for i in imgs])
         pf_layers = {k: t.mean((2, 3)).numpy() for k, t in zip(fx.LAYERS, pfid_all(batch), strict=True)}
-    ours_pf_batch = fx.extract_paths(modes["pytorch-fid"], files[:bs], num_workers=0, progress=False)
+    ours_pf_batch = by_dims(fx.extract_paths(modes["pytorch-fid"], files[:bs], num_workers=0, progress=False))
 
     pf, tf_ = results["pytorch-fid get_activations (2048)"][0], results["torch-fidelity folder input (4 layers)"][0]
     o_pf, o_tf = results["artshift pytorch-fid mode (4 layers)"][0], results["artshift torch-fidelity mode (4 layers)"][0]
@@ -186,7 +190,7 @@ def main() -> None:
     # Frechet distance at 2048 dims: photos/test vs Monet test paintings
     monet = list_images(args.data / "paintings" / "monet" / "test")
     f_real = results["artshift clean mode (4 layers)"][0][2048]
-    f_fake = fx.extract_paths(modes["clean"], monet, batch_size=bs, num_workers=nw, progress=False)[2048]
+    f_fake = fx.extract_paths(modes["clean"], monet, batch_size=bs, num_workers=nw, progress=False)["inception:2048"]
     real = Stats.from_features(f_real)
     _ = real.sqrt_sigma  # the cached reference eigendecomposition (stored with reference statistics)
     fake = Stats.from_features(f_fake)

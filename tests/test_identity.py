@@ -120,3 +120,22 @@ def test_spec_json_of_a_v2_spec_roundtrips_overrides():
     spec = runner.make_spec("cyclegan", "monet", "smoke", 0, {"lr": "1e-3", "flip": "no"}, "fp")[2]
     assert dict(spec.overrides) == {"flip": "false", "lr": "0.001"}
     assert json.loads(spec.canonical_json())["method_version"] == "1"
+
+
+def test_a_file_moved_between_train_and_test_is_a_new_run(tmp_path):
+    root = tmp_path / "data"
+    for i, split in enumerate(("paintings/monet/train", "paintings/monet/test", "photos/train", "photos/test")):
+        for j in range(3):
+            _img(root / split / f"{split.replace('/', '_')}_{j}.png", 40 * i + j)
+
+    def run_id():
+        return runner._resolve_run("cyclegan", "monet", "ci", 0, {}, root, tmp_path / "home", False)[3].run_id
+
+    before = run_id()
+    assert run_id() == before  # stable
+    moved = root / "photos" / "train" / "photos_train_0.png"
+    moved.rename(root / "photos" / "test" / moved.name)
+    after = run_id()
+    assert after != before
+    (root / "photos" / "test" / moved.name).rename(moved)  # moved back: the same run again
+    assert run_id() == before
