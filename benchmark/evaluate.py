@@ -74,12 +74,13 @@ def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Featur
     from benchmark import features
     from benchmark.metrics.fid import Stats
 
-    chosen = select_metrics(metrics)
+    chosen = [m for m in select_metrics(metrics) if m.computed_by is None]
     layers = [k for k in extractor.layers if any(m.applies_to(k) for m in chosen)]
     if not layers:
-        raise ArtshiftError(f"none of the metrics {', '.join(m.name for m in chosen)} applies to a layer of "
-                            f"{extractor.name} ({', '.join(extractor.layers)})",
-                            hint="see `bench metrics` for which layers each metric applies to")
+        asked = ", ".join(metrics) if metrics else "registered"
+        raise ArtshiftError(f"none of the {asked} metrics is computed on a layer of {extractor.name} "
+                            f"({', '.join(extractor.layers)}) by `bench eval`",
+                            hint="metrics computed by their own command (e.g. `bench shift`) are not run here")
     real_stats = features.reference_stats(extractor, list(real), cache_dir, skip_bad=skip_bad, progress=progress,
                                           layers=layers)
     fake_feats = features.extract_paths(extractor, list(fake), skip_bad=skip_bad, progress=progress, layers=layers)
@@ -95,6 +96,7 @@ def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Featur
             if metric.needs_features and ref.features is None:
                 log.warning("reference statistics for %s carry no features: %s skipped", layer, metric.name)
                 continue
+            assert metric.compute is not None  # computed_by metrics were filtered out above
             res = metric.compute(ref, Stats.from_features(fake_feats[layer]))
             rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag),
                                   res.value, ref.n, n_fake, extractor.id, extractor.resize_mode, metric.version,

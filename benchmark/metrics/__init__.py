@@ -34,16 +34,22 @@ class Metric:
     """A registered metric: ``compute(real, fake) -> MetricValue`` over per-layer ``Stats``.
 
     ``real`` is the cached reference set (it may lack raw features when it came from an
-    imported .npz; ``needs_features`` metrics are then skipped with a warning).
+    imported .npz; ``needs_features`` metrics are then skipped with a warning). Metrics with
+    ``computed_by`` set are declared here (name, direction, version) but produced by their
+    command, so ``compute`` may be None for them.
     """
 
     name: str
-    compute: Callable[[Stats, Stats], MetricValue]
+    compute: Callable[[Stats, Stats], MetricValue] | None
     layers: tuple[str, ...]  # glob patterns over layer ids
     higher_is_better: bool
     version: str
     needs_features: bool = False
     params: tuple[tuple[str, Any], ...] = ()
+    # None: computed by the evaluation loop (`bench run` / `bench eval`) on every matching layer.
+    # A command name (e.g. "bench shift"): its rows come from that command, which needs more than
+    # two feature sets (reference halves, paired sets, labels); the entry still declares them.
+    computed_by: str | None = None
 
     @property
     def direction(self) -> str:
