@@ -146,19 +146,28 @@ def run_dir_for(home: Path, spec: RunSpec) -> Path:
     return home / "runs" / spec.method / spec.artist / spec.run_id
 
 
-def _evaluate_into(store: Store, run_id: str, outputs: list[Path], domain: data.Domain, home: Path, *,
-                   extractors: tuple[str, ...] | list[str], weights: str, metrics: list[str] | None,
-                   skip_bad: bool, progress: bool, device: str) -> tuple[list[MetricRow], list[Path]]:
+def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors: tuple[str, ...] | list[str],
+             weights: str, metrics: list[str] | None, skip_bad: bool, progress: bool,
+             device: str) -> tuple[list[MetricRow], list[Path]]:
+    """Every applicable metric row of ``outputs`` against the domain's photo test set (nothing written)."""
     rows: list[MetricRow] = []
     skipped: list[Path] = []
     for name in extractors:
         extractor = make_extractor(weights, calibration_photos(domain), home, device=device, name=name)
         ev = evaluate_paths(outputs, domain.photos_test, extractor, home / "cache" / "stats", skip_bad=skip_bad,
                             progress=progress, metrics=metrics)
-        store.add_metrics(run_id, ev.rows)
         rows += ev.rows
         skipped += [p for p in ev.skipped if p not in skipped]
     return rows, skipped
+
+
+def _record_failure(store: Store, run_id: str, exc: BaseException, timings: dict[str, float]) -> None:
+    """Mark a run failed (or interrupted: Ctrl-C, SIGTERM), never hiding the original error."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        store.finish_run(run_id, status, timings, error=f"{type(exc).__name__}: {exc}")
+    except Exception as record_exc:  # e.g. a full disk: the original error is the one to see
+        log.error("could not record run %s as %s: %s", run_id, status, record_exc)
 
 
 def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
@@ -211,14 +220,16 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
             if extractor.id not in ids:
                 outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
-                rows, _ = _evaluate_into(store, spec.run_id, [o for o in outputs if o.exists()], domain, home,
-                                         extractors=DEFAULT_EXTRACTORS, weights=weights, metrics=None,
-                                         skip_bad=skip_bad, progress=progress, device=device)
+                rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
+                                   weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device)
+                store.add_metrics(spec.run_id, rows)
                 _write_metrics_json(run_dir, store, spec.run_id)
         return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
                          timings=json.loads(stored["timings_json"] or "{}"))
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
+    if force:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(
         {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
@@ -244,16 +255,17 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         timings["translate_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        _, skipped = _evaluate_into(store, spec.run_id, outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
-                                    weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
-                                    progress=progress, device=device)
+        rows, skipped = _measure(outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
+                                 weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
+                                 progress=progress, device=device)
         timings["evaluate_s"] = time.perf_counter() - t
+        # the rows and the 'done' status in one transaction; a method's own network weights
+        # (Gatys' VGG-19) label the row when not the standard ones
+        store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None), rows=rows)
         _write_metrics_json(run_dir, store, spec.run_id)
-        # a method's own network weights (Gatys' VGG-19) label the row when not the standard ones
-        store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None))
         done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
     except BaseException as exc:
-        store.finish_run(spec.run_id, "failed", timings, error=f"{type(exc).__name__}: {exc}")
+        _record_failure(store, spec.run_id, exc, timings)
         raise
     finally:
         logging.getLogger("artshift").removeHandler(file_log)
@@ -377,9 +389,10 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
         raise ArtshiftError(f"run {run.run_id} lacks {len(missing)} translation(s), e.g. {missing[0]}",
                             hint="run `bench run` for it again (it resumes), or pass --on-bad-image skip")
     t = time.perf_counter()
-    rows, skipped = _evaluate_into(store, run.run_id, [o for o in outputs if o.exists()], domain, home,
-                                   extractors=extractors, weights=weights or default_weights(run.profile),
-                                   metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
+    rows, skipped = _measure([o for o in outputs if o.exists()], domain, home, extractors=extractors,
+                             weights=weights or default_weights(run.profile), metrics=metrics, skip_bad=skip_bad,
+                             progress=progress, device=device)
+    store.add_metrics(run.run_id, rows)
     _write_metrics_json(run.run_dir, store, run.run_id)
     measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
     shown = [m for m in store.metrics_for(run.run_id)
@@ -410,12 +423,12 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
                     spec_json=spec.canonical_json(), run_dir=str(images.resolve()), data_fingerprint=data_fp)
     try:
         t = time.perf_counter()
-        _, skipped = _evaluate_into(store, spec.run_id, fakes, domain, home, extractors=extractors, weights=weights,
-                                    metrics=metrics, skip_bad=skip_bad, progress=progress, device=device)
+        rows, skipped = _measure(fakes, domain, home, extractors=extractors, weights=weights, metrics=metrics,
+                                 skip_bad=skip_bad, progress=progress, device=device)
         timings = {"evaluate_s": time.perf_counter() - t}
-        store.finish_run(spec.run_id, "done", timings)
+        store.finish_run(spec.run_id, "done", timings, rows=rows)
     except BaseException as exc:
-        store.finish_run(spec.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        _record_failure(store, spec.run_id, exc, {})
         raise
     return RunResult(spec.run_id, images, spec, store.metrics_for(spec.run_id), timings=timings,
                      skipped=[str(p) for p in skipped])

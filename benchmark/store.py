@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import sqlite3
 import subprocess
@@ -215,22 +216,43 @@ class Store:
                  json.dumps(provenance()), now, now))
 
     def finish_run(self, run_id: str, status: str, timings: dict[str, float] | None = None,
-                   error: str | None = None, method_weights: str | None = None) -> None:
+                   error: str | None = None, method_weights: str | None = None,
+                   rows: list[MetricRow] | None = None) -> None:
+        """Set a run's final status; ``rows`` are written in the same transaction, so a run is
+        never 'done' without its metric rows (nor are rows left behind for a run that failed)."""
+        if status == "done" and rows is not None and not rows:
+            raise ArtshiftError(f"run {run_id} produced no metric rows; not recording it as done")
         with self._connect() as con:
+            if rows:
+                self._insert_metrics(con, run_id, rows)
             con.execute("UPDATE runs SET status=?, error=?, timings_json=COALESCE(?, timings_json), "
                         "method_weights=COALESCE(?, method_weights), updated_at=? WHERE run_id=?",
                         (status, error, json.dumps(timings) if timings is not None else None, method_weights,
                          time.time(), run_id))
 
-    def add_metrics(self, run_id: str, rows: list[MetricRow]) -> None:
-        now = time.time()
+    def delete_metrics(self, run_id: str) -> None:
+        """Drop every metric row of a run (``--force`` re-runs it from scratch)."""
         with self._connect() as con:
-            con.executemany(
-                """INSERT OR REPLACE INTO metrics (run_id, metric, layer, display_name, value, std, low, high,
-                       direction, n_real, n_fake, extractor_id, resize_mode, metric_version, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [(run_id, r.metric, r.layer, r.display_name, r.value, r.std, r.low, r.high, r.direction, r.n_real,
-                  r.n_fake, r.extractor_id, r.resize_mode, r.metric_version, now) for r in rows])
+            con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+
+    def add_metrics(self, run_id: str, rows: list[MetricRow]) -> None:
+        with self._connect() as con:
+            self._insert_metrics(con, run_id, rows)
+
+    @staticmethod
+    def _insert_metrics(con: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
+        bad = [r for r in rows if not math.isfinite(r.value)]
+        if bad:  # SQLite would store NaN as NULL and refuse it with an opaque NOT NULL error
+            raise ArtshiftError(f"run {run_id}: {bad[0].display_name} is {bad[0].value} "
+                                f"({len(bad)} non-finite value(s)); nothing was recorded",
+                                hint="the translations or features contain NaN/inf; check the run's images")
+        now = time.time()
+        con.executemany(
+            """INSERT OR REPLACE INTO metrics (run_id, metric, layer, display_name, value, std, low, high,
+                   direction, n_real, n_fake, extractor_id, resize_mode, metric_version, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(run_id, r.metric, r.layer, r.display_name, r.value, r.std, r.low, r.high, r.direction, r.n_real,
+              r.n_fake, r.extractor_id, r.resize_mode, r.metric_version, now) for r in rows])
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as con:

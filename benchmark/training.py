@@ -17,6 +17,8 @@ import abc
 import math
 import os
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,41 @@ CHECKPOINT = "last.pt"
 
 
 class TrainingDiverged(ArtshiftError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or a weight became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM (Ctrl-C, a cluster preemption) stopped training at an iteration boundary,
+    after a checkpoint of the last finished iteration was written."""
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks between iterations.
+
+    Why: an exception raised in the middle of an optimiser step leaves the networks half
+    updated, so the only consistent state to save is the one at an iteration boundary. A second
+    Ctrl-C while the checkpoint is written stops at once. Only the main thread can install
+    handlers; elsewhere (e.g. a worker thread) signals keep their default behaviour.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,12 +98,48 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def previous(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def save_checkpoint(obj: Any, path: Path) -> None:
+    """``save_atomic``, keeping the checkpoint it replaces as ``<name>.prev.pt`` (a hard link:
+    no copy), so a checkpoint that turns out bad never leaves the run without a good one."""
+    if path.exists():
+        tmp = path.with_name(f".{previous(path).name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)
+        os.replace(tmp, previous(path))
+    save_atomic(obj, path)
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
+        prev = previous(path)
+        if prev.exists():
+            import logging
+
+            logging.getLogger("artshift.run").warning("cannot read checkpoint %s (%s): resuming from %s", path,
+                                                      str(exc).splitlines()[0], prev)
+            try:
+                return torch.load(prev, map_location="cpu", weights_only=True)
+            except Exception:
+                pass
         raise ArtshiftError(f"cannot read checkpoint {path}: {exc}",
                             hint="delete it to restart training from the previous checkpoint or from scratch") from exc
+
+
+def _non_finite(state: Any, prefix: str = "") -> list[str]:
+    """Names of floating tensors in a (nested) state dict that hold NaN or inf."""
+    if torch.is_tensor(state):
+        return [prefix] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, dict):
+        return [n for k, v in state.items() for n in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(state, (list, tuple)):
+        return [n for i, v in enumerate(state) for n in _non_finite(v, f"{prefix}[{i}]")]
+    return []
 
 
 class IterativeMethod(Method):
@@ -124,6 +196,18 @@ def _check_finite(losses: dict[str, torch.Tensor], iteration: int, ckpt: Path) -
     return values
 
 
+def _save(method: IterativeMethod, done: int, ckpt: Path) -> None:
+    """Checkpoint after iteration ``done``, unless an optimiser step left non-finite weights."""
+    state = method.state_dict()
+    bad = _non_finite(state)
+    if bad:
+        kept = f"last good checkpoint kept at {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
+        raise TrainingDiverged(f"training diverged by iteration {done}: non-finite values in {', '.join(bad[:3])}"
+                               f"{' and more' if len(bad) > 3 else ''} (the losses were finite); {kept}",
+                               hint="lower the learning rate (--set lr=...) or change the seed, then run again")
+    save_checkpoint({"iteration": done, "method": state}, ckpt)
+
+
 def train(method: IterativeMethod, data: TrainData, run: RunContext,
           stop_after: int | None = None) -> int:
     """Run (or resume) ``method``'s training in ``run.run_dir``; returns the iterations done.
@@ -152,21 +236,25 @@ def train(method: IterativeMethod, data: TrainData, run: RunContext,
                dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
     try:
-        for it in range(start, end):
-            s = iteration_seed(run.seed, it)
-            seed_everything(s)
-            losses = method.train_step(method.batch(run.seed, it), it)
-            values = _check_finite(losses, it, ckpt)
-            done = it + 1
-            bar.update(1)
-            if done % 10 == 0 or done == end:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-            if done % 100 == 0 or done == end:
-                with open(log_path, "a") as fh:
-                    fh.write(f"iter {done}/{total} " + " ".join(f"{k}={v:.5f}" for k, v in values.items())
-                             + f" elapsed={time.perf_counter() - t0:.1f}s\n")
-            if done % method.checkpoint_every == 0 or done == end:
-                save_atomic({"iteration": done, "method": method.state_dict()}, ckpt)
+        with _StopSignals() as stop:
+            for it in range(start, end):
+                s = iteration_seed(run.seed, it)
+                seed_everything(s)
+                losses = method.train_step(method.batch(run.seed, it), it)
+                values = _check_finite(losses, it, ckpt)
+                done = it + 1
+                bar.update(1)
+                if done % 10 == 0 or done == end:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+                if done % 100 == 0 or done == end:
+                    with open(log_path, "a") as fh:
+                        fh.write(f"iter {done}/{total} " + " ".join(f"{k}={v:.5f}" for k, v in values.items())
+                                 + f" elapsed={time.perf_counter() - t0:.1f}s\n")
+                if done % method.checkpoint_every == 0 or done == end or stop.received:
+                    _save(method, done, ckpt)
+                if stop.received:
+                    raise RunInterrupted(f"{stop.received}: training stopped after iteration {done} of {total}; "
+                                         f"checkpoint written to {ckpt}; run the same command again to resume")
     finally:
         bar.close()
     return end

@@ -89,7 +89,7 @@ def test_interrupted_run_resumes_and_keeps_translations(shared_data, e2e_home, m
     assert not (rd / "DONE").exists()
     first = {p.name: p.stat().st_mtime_ns for p in (rd / "translated").glob("*.png")}
     assert len(first) == 10
-    assert Store(e2e_home / "results.sqlite").run(rd.name)["status"] == "failed"
+    assert Store(e2e_home / "results.sqlite").run(rd.name)["status"] == "interrupted"
 
     monkeypatch.setattr(run_mod, "evaluate_paths", real_evaluate)
     res = run_mod.execute("cyclegan", "cezanne", profile="ci", seed=7, data_root=shared_data, progress=False)

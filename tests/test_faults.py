@@ -1,0 +1,100 @@
+"""Faults of a harness that many runs share: signals, weights that turn NaN, a corrupt last
+checkpoint, stores that would record a run as done without its rows (issue 10, faults 2/3/7/9)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+import torch
+from helpers_methods import tiny_data, tiny_run
+from test_cyclegan import assert_states_equal, make
+
+from benchmark.errors import ArtshiftError
+from benchmark.store import MetricRow, Store
+from benchmark.training import CHECKPOINT, RunInterrupted, TrainingDiverged, previous, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("tiny"))
+
+
+def _signal_at(method, iteration, sig):
+    real = method.train_step
+
+    def step(batch, it):
+        out = real(batch, it)
+        if it == iteration:
+            os.kill(os.getpid(), sig)  # arrives mid-run, as a preemption or Ctrl-C would
+        return out
+
+    method.train_step = step
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_the_finished_iteration_and_resume_is_exact(tmp_path, home, data, sig):
+    straight = make(checkpoint_every=8)
+    train(straight, data, tiny_run(tmp_path / "a", home, seed=2, deterministic=True))
+    run = tiny_run(tmp_path / "b", home, seed=2, deterministic=True)
+    stopped = make(checkpoint_every=8)
+    _signal_at(stopped, 5, sig)
+    with pytest.raises(RunInterrupted, match="after iteration 6 of 20"):
+        train(stopped, data, run)
+    assert torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True)["iteration"] == 6  # not 0: no work lost
+    assert signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL)  # handlers restored
+    resumed = make(checkpoint_every=8)
+    assert train(resumed, data, run) == 20
+    assert_states_equal(straight.state_dict(), resumed.state_dict())
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, home, data):
+    run = tiny_run(tmp_path / "r", home)
+    train(make(checkpoint_every=5), data, run, stop_after=10)
+    ckpt = run.checkpoint_dir / CHECKPOINT
+    method = make(checkpoint_every=5)
+    real = method.train_step
+
+    def poisoning_step(batch, it):  # finite losses, but the step leaves a NaN in a weight
+        out = real(batch, it)
+        if it == 14:  # the last step before the checkpoint at 15
+            with torch.no_grad():
+                next(method.G_B.parameters()).view(-1)[0] = float("nan")
+        return out
+
+    method.train_step = poisoning_step
+    with pytest.raises(TrainingDiverged, match="by iteration 15: non-finite values in G_B"):
+        train(method, data, run)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 10
+    assert torch.load(previous(ckpt), weights_only=True)["iteration"] == 5  # the one before is kept too
+
+
+def test_a_corrupt_last_checkpoint_resumes_from_the_previous_one(tmp_path, home, data, caplog):
+    run = tiny_run(tmp_path / "r", home)
+    train(make(checkpoint_every=5), data, run, stop_after=10)
+    ckpt = run.checkpoint_dir / CHECKPOINT
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # a truncated file (e.g. a full disk)
+    with caplog.at_level(logging.WARNING, logger="artshift.run"):
+        assert train(make(checkpoint_every=5), data, run) == 20
+    assert "resuming from" in caplog.text and "last.prev.pt" in caplog.text
+
+
+def _row(value, layer="inception:2048"):
+    return MetricRow("fid", layer, "FID-2048", value, 10, 10, "random-init:x", "clean", "fid-1")
+
+
+def test_done_needs_rows_written_in_the_same_transaction(tmp_path):
+    store = Store(tmp_path / "r.sqlite")
+    store.start_run("a", kind="run", method="m", artist="monet", profile="ci", seed=0, spec_json="{}", run_dir=None,
+                    data_fingerprint="x")
+    with pytest.raises(ArtshiftError, match="no metric rows"):
+        store.finish_run("a", "done", rows=[])
+    with pytest.raises(ArtshiftError, match="non-finite"):
+        store.finish_run("a", "done", rows=[_row(1.0), _row(float("nan"), "inception:768")])
+    assert store.run("a")["status"] == "running" and store.metrics_for("a") == []  # nothing half-written
+    store.finish_run("a", "done", rows=[_row(1.0)])
+    assert store.run("a")["status"] == "done" and len(store.metrics_for("a")) == 1
+    store.delete_metrics("a")
+    assert store.metrics_for("a") == []
