@@ -73,6 +73,20 @@ class UnpairedTrainingConfig:
     epoch_size: int | None = None  # iterations per epoch; None: max(#paintings, #photos) // batch_size
     checkpoint_every: int = 1000
 
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "load_size": (8, None), "crop_size": (8, None), "ngf": (1, None), "n_blocks": (0, None), "ndf": (1, None),
+        "n_layers_D": (1, None), "init_gain": (0, None), "lr": (1e-12, 1.0), "beta1": (0, 0.999999),
+        "beta2": (0, 0.999999), "batch_size": (1, None), "n_epochs": (0, None), "n_epochs_decay": (0, None),
+        "epoch_size": (1, None), "checkpoint_every": (1, None)}
+
+    def check(self) -> list[str]:
+        problems = []
+        if self.crop_size > self.load_size:
+            problems.append(f"crop_size={self.crop_size} is larger than load_size={self.load_size}")
+        if self.n_epochs + self.n_epochs_decay < 1:
+            problems.append("n_epochs + n_epochs_decay must be at least 1 (nothing would be trained)")
+        return problems
+
 
 @dataclass
 class CycleGANConfig(UnpairedTrainingConfig):
@@ -83,6 +97,9 @@ class CycleGANConfig(UnpairedTrainingConfig):
     lambda_B: float = 10.0  # cycle B -> A -> B
     lambda_identity: float = 0.5  # identity weight, as a fraction of lambda_A / lambda_B
     pool_size: int = 50
+
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "lambda_A": (0, None), "lambda_B": (0, None), "lambda_identity": (0, None), "pool_size": (0, None)}
 
 
 # Settings per profile on top of the dataclass defaults (which are the paper's).

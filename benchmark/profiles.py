@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from typing import Any
 
@@ -68,10 +69,39 @@ def _coerce(text: str, kind: Any, key: str) -> Any:
         raise ArtshiftError(f"--set {key}={text!r}: cannot read this as {getattr(kind, '__name__', kind)}") from None
 
 
+def check_config(config: Any) -> Any:
+    """Refuse values a run cannot use (they would crash or train nothing and be recorded as done).
+
+    Every number must be finite; a config class may declare ``RANGES = {field: (low, high)}``
+    (inclusive, None = open) and cross-field checks in a ``check()`` method returning problems.
+    """
+    problems = []
+    ranges: dict[str, tuple[float | None, float | None]] = {}
+    for klass in reversed(type(config).__mro__):  # subclasses add to (and may override) their bases' ranges
+        ranges.update(getattr(klass, "RANGES", {}) if "RANGES" in vars(klass) else {})
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{f.name}={value} is not a finite number")
+            continue
+        low, high = ranges.get(f.name, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+            problems.append(f"{f.name}={value} is outside {bounds}")
+    if hasattr(config, "check"):
+        problems += list(config.check())
+    if problems:
+        raise ArtshiftError(f"{type(config).__name__}: " + "; ".join(problems),
+                            hint="fix the --set value(s); `bench run --help` shows how overrides are written")
+    return config
+
+
 def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
-    """Return a copy of the config dataclass with the (text) overrides applied."""
+    """Return a copy of the config dataclass with the (text) overrides applied, checked."""
     if not overrides:
-        return config
+        return check_config(config)
     hints = typing.get_type_hints(type(config))
     fields = {f.name for f in dataclasses.fields(config)}
     changes = {}
@@ -82,4 +112,4 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
                 f"--set {key}: {type(config).__name__} has no such setting",
                 hint=(f"did you mean {close[0]!r}? " if close else "") + f"settings: {', '.join(sorted(fields))}")
         changes[key] = _coerce(text, hints[key], key)
-    return dataclasses.replace(config, **changes)
+    return check_config(dataclasses.replace(config, **changes))

@@ -192,8 +192,8 @@ def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict
 def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
                  data_root: Path | None, home: Path, progress: bool) -> tuple[Any, Any, data.Domain, RunSpec, Path]:
     make_spec(method, artist, profile, seed, overrides, "")  # check names and overrides before touching data
-    data.check_artist(artist)
     root = paths.data_root(data_root)
+    data.check_artist(artist, root, home)  # artists with a folder under the root or a manifest in home count
     domain = data.ensure_domain(artist, root, home, progress=progress)  # fetched (verified) when missing + online
     cls, config, spec = make_spec(method, artist, profile, seed, overrides, data.split_fingerprint(domain))
     return cls, config, domain, spec, root
@@ -408,9 +408,9 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift)."""
     from benchmark.evaluate import split_with
 
-    data.check_artist(artist)
     home = paths.home(home)
     root = paths.data_root(data_root)
+    data.check_artist(artist, root, home)
     store = store or Store(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [])
     images = Path(images)

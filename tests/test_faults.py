@@ -98,3 +98,31 @@ def test_done_needs_rows_written_in_the_same_transaction(tmp_path):
     assert store.run("a")["status"] == "done" and len(store.metrics_for("a")) == 1
     store.delete_metrics("a")
     assert store.metrics_for("a") == []
+
+
+def test_an_artist_that_exists_only_under_the_data_root_can_be_run(tmp_path, home):
+    from helpers_methods import write_set
+
+    from benchmark import runner
+
+    root = tmp_path / "data"
+    for split, seed in (("paintings/hokusai/train", 0), ("paintings/hokusai/test", 1), ("photos/train", 2),
+                        ("photos/test", 3)):
+        write_set(root / split, 3, seed)
+    spec = runner._resolve_run("original", "hokusai", "ci", 0, {}, root, home, False)[3]
+    assert spec.artist == "hokusai"
+    with pytest.raises(ArtshiftError, match="unknown artist 'hokusay'"):
+        runner._resolve_run("original", "hokusay", "ci", 0, {}, root, home, False)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("checkpoint_every=0", "checkpoint_every=0 is outside"), ("lr=nan", "lr=nan is not a finite number"),
+    ("crop_size=-3", "crop_size=-3 is outside"), ("n_epochs=0", "nothing would be trained"),
+])
+def test_unusable_overrides_are_refused_before_any_work(override, message, tmp_path):
+    from benchmark import runner
+
+    extra = {"n_epochs_decay": "0"} if override.startswith("n_epochs") else {}
+    key, value = override.split("=")
+    with pytest.raises(ArtshiftError, match=message):
+        runner.make_spec("cyclegan", "monet", "ci", 0, {key: value, **extra}, "fp")
