@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import sqlite3
 import subprocess
@@ -149,10 +150,27 @@ def provenance() -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None, *, read_only: bool = False):
+        """``read_only``: for reports and tables, which must work on a results file the user can
+        only read (a shared or archived store); nothing is created, migrated or written."""
         self.path = Path(path) if path else paths.home() / "results.sqlite"
+        self.read_only = read_only
+        if read_only:
+            self._check_readable()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open_schema()
+
+    def _check_readable(self) -> None:
+        if not self.path.is_file():
+            raise ArtshiftError(f"no results store at {self.path}",
+                                hint="run `bench run --method original --artist monet --profile smoke` first, "
+                                     "or pass --home")
+        with self._connect() as con:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise ArtshiftError(f"results store {self.path} has schema version {version}, not {SCHEMA_VERSION}",
+                                hint="open it once with write access (e.g. `bench run ...`) to migrate it")
 
     def _open_schema(self) -> None:
         """Create a new store, or migrate an older one to ``SCHEMA_VERSION`` (one transaction)."""
@@ -192,10 +210,17 @@ class Store:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30)
+        if self.read_only:
+            # immutable when we cannot write beside it: WAL readers otherwise need to create -shm
+            writable = os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK)
+            uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if writable else 'immutable=1'}"
+            con = sqlite3.connect(uri, uri=True, timeout=30)
+        else:
+            con = sqlite3.connect(self.path, timeout=30)
         con.row_factory = sqlite3.Row
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            if not self.read_only:
+                con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA foreign_keys=ON")
             with con:
                 yield con

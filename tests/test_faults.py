@@ -126,3 +126,56 @@ def test_unusable_overrides_are_refused_before_any_work(override, message, tmp_p
     key, value = override.split("=")
     with pytest.raises(ArtshiftError, match=message):
         runner.make_spec("cyclegan", "monet", "ci", 0, {key: value, **extra}, "fp")
+
+
+def test_a_read_only_results_file_can_be_read_by_a_user_who_cannot_write_it():
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="artshift-ro-"))  # pytest's own tmp dirs are private (0700)
+    try:
+        _read_only_case(tmp_path, shutil, subprocess, sys)
+    finally:
+        for p in (tmp_path, tmp_path / "archive"):
+            if p.exists():
+                p.chmod(0o755)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _read_only_case(tmp_path, shutil, subprocess, sys):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    store = Store(folder / "results.sqlite")
+    store.start_run("a", kind="run", method="m", artist="monet", profile="ci", seed=0, spec_json="{}", run_dir=None,
+                    data_fingerprint="x")
+    store.finish_run("a", "done", rows=[_row(42.0)])
+    del store
+    for extra in folder.glob("results.sqlite-*"):  # checkpointed: only the main file is archived
+        extra.unlink()
+    before = (folder / "results.sqlite").read_bytes()
+    (folder / "results.sqlite").chmod(0o444)
+    folder.chmod(0o555)
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:  # the unprivileged child must be able to reach the folder
+        if parent == parent.parent:
+            break
+        if not (parent.stat().st_mode & 0o001):
+            pytest.skip(f"{parent} is not traversable by other users")
+    code = ("import sys; from benchmark.store import Store; "
+            "df = Store(sys.argv[1], read_only=True).results(); print(len(df), float(df.value[0]))")
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to drop privileges for the child")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                          str(folder / "results.sqlite")], capture_output=True, text=True, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": repo, "HOME": str(tmp_path)}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["1", "42.0"]
+    # a writer would have failed in the same child: the file is untouched
+    folder.chmod(0o755)
+    assert (folder / "results.sqlite").read_bytes() == before
+    with pytest.raises(ArtshiftError, match="no results store"):
+        Store(tmp_path / "missing.sqlite", read_only=True)
