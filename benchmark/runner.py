@@ -32,6 +32,7 @@ from PIL import Image
 from benchmark import data, paths, registry
 from benchmark.errors import ArtshiftError
 from benchmark.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor
+from benchmark.locks import RunLock
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import apply_overrides, check_profile
 from benchmark.spec import SPEC_VERSION, RunSpec
@@ -203,75 +204,80 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
             skip_bad: bool = False, progress: bool = True, device: str = "cpu",
-            store: Store | None = None) -> RunResult:
-    """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded."""
+            store: Store | None = None, wait: float = 0.0) -> RunResult:
+    """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded.
+
+    ``wait``: seconds to wait while another process holds this run (0: say who holds it, at once).
+    """
     overrides = dict(overrides or {})
     home = paths.home(home)
     store = store or Store(home / "results.sqlite")
     cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
                                                    progress)
     run_dir = run_dir_for(home, spec)
-    done_marker = run_dir / "DONE"
-    stored = store.run(spec.run_id)
-    if not force and done_marker.exists() and stored and stored["status"] == "done":
-        rows: list[MetricRow] = []
-        if weights is not None:  # asked for specific extractor weights: measure with them unless already done
-            ids = {r["extractor_id"] for r in store.metrics_for(spec.run_id)}
-            extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
-            if extractor.id not in ids:
-                outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
-                rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
-                                   weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device)
-                store.add_metrics(spec.run_id, rows)
-                _write_metrics_json(run_dir, store, spec.run_id)
-        return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
-                         timings=json.loads(stored["timings_json"] or "{}"))
-    if force:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps(
-        {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
-         "data_root": str(root), "layout": domain.layout}, indent=2, default=str))
-    store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
-                    spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=spec.data_fingerprint,
-                    spec_version=SPEC_VERSION)
-    file_log = logging.FileHandler(run_dir / "log.txt")
-    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("artshift").addHandler(file_log)
-    timings: dict[str, float] = {}
-    try:
-        ctx = RunContext(run_dir=run_dir, home=home, seed=seed, deterministic=deterministic,
-                         device=torch.device(device), progress=progress)
-        seed_everything(seed)
-        model = cls(config, device)
-        t = time.perf_counter()
-        model.fit(TrainData(artist, list(domain.paintings_train), list(domain.photos_train), skip_bad), ctx)
-        timings["fit_s"] = time.perf_counter() - t
+    # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
+    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
+        done_marker = run_dir / "DONE"
+        stored = store.run(spec.run_id)
+        if not force and done_marker.exists() and stored and stored["status"] == "done":
+            rows: list[MetricRow] = []
+            if weights is not None:  # asked for specific extractor weights: measure with them unless already done
+                ids = {r["extractor_id"] for r in store.metrics_for(spec.run_id)}
+                extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
+                if extractor.id not in ids:
+                    outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
+                    rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
+                                       weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device)
+                    store.add_metrics(spec.run_id, rows)
+                    _write_metrics_json(run_dir, store, spec.run_id)
+            return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
+                             timings=json.loads(stored["timings_json"] or "{}"))
+        if force:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.json").write_text(json.dumps(
+            {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
+             "data_root": str(root), "layout": domain.layout}, indent=2, default=str))
+        store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
+                        spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=spec.data_fingerprint,
+                        spec_version=SPEC_VERSION)
+        file_log = logging.FileHandler(run_dir / "log.txt")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("artshift").addHandler(file_log)
+        timings: dict[str, float] = {}
+        try:
+            ctx = RunContext(run_dir=run_dir, home=home, seed=seed, deterministic=deterministic,
+                             device=torch.device(device), progress=progress)
+            seed_everything(seed)
+            model = cls(config, device)
+            t = time.perf_counter()
+            model.fit(TrainData(artist, list(domain.paintings_train), list(domain.photos_train), skip_bad), ctx)
+            timings["fit_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress)
-        timings["translate_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress)
+            timings["translate_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
-        rows, skipped = _measure(outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
-                                 weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
-                                 progress=progress, device=device)
-        timings["evaluate_s"] = time.perf_counter() - t
-        # the rows and the 'done' status in one transaction; a method's own network weights
-        # (Gatys' VGG-19) label the row when not the standard ones
-        store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None), rows=rows)
-        _write_metrics_json(run_dir, store, spec.run_id)
-        done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-    except BaseException as exc:
-        _record_failure(store, spec.run_id, exc, timings)
-        raise
-    finally:
-        logging.getLogger("artshift").removeHandler(file_log)
-        file_log.close()
-    return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), timings=timings,
-                     skipped=[str(p) for p in skipped])
+            t = time.perf_counter()
+            rows, skipped = _measure(outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
+                                     weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
+                                     progress=progress, device=device)
+            timings["evaluate_s"] = time.perf_counter() - t
+            # the rows and the 'done' status in one transaction; a method's own network weights
+            # (Gatys' VGG-19) label the row when not the standard ones
+            store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None), rows=rows)
+            _write_metrics_json(run_dir, store, spec.run_id)
+            done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        except BaseException as exc:
+            _record_failure(store, spec.run_id, exc, timings)
+            raise
+        finally:
+            logging.getLogger("artshift").removeHandler(file_log)
+            file_log.close()
+        return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), timings=timings,
+                         skipped=[str(p) for p in skipped])
 
 
 # --- finished runs ------------------------------------------------------------------------------

@@ -229,7 +229,7 @@ def import_file(name: str, src: Path, home: Path | None = None) -> Path:
     if dest.exists() and dest.samefile(src):
         _record(wf, dest, digest, home)
         return dest
-    tmp = dest.with_name(dest.name + ".import.part")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.import.part")  # unique per process
     shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
     _record(wf, dest, digest, home)

@@ -179,3 +179,33 @@ def _read_only_case(tmp_path, shutil, subprocess, sys):
     assert (folder / "results.sqlite").read_bytes() == before
     with pytest.raises(ArtshiftError, match="no results store"):
         Store(tmp_path / "missing.sqlite", read_only=True)
+
+
+def _tiny_root(root):
+    from helpers_methods import write_set
+
+    for split, seed in (("paintings/monet/train", 0), ("paintings/monet/test", 1), ("photos/train", 2),
+                        ("photos/test", 3)):
+        write_set(root / split, 3, seed)
+    return root
+
+
+def test_a_second_process_on_the_same_run_is_told_who_holds_it(tmp_path, home):
+    import json
+    import socket
+
+    from benchmark import runner
+    from benchmark.locks import RunLock
+
+    root = _tiny_root(tmp_path / "data")
+    spec = runner._resolve_run("original", "monet", "ci", 0, {}, root, home, False)[3]
+    lock_path = runner.run_dir_for(home, spec).parent / f".{spec.run_id}.lock"
+    with RunLock(lock_path):  # another live process (this one, from the lock's point of view)
+        with pytest.raises(ArtshiftError, match=f"in use by process {os.getpid()} on {socket.gethostname()}"):
+            runner.execute("original", "monet", profile="ci", data_root=root, home=home, progress=False,
+                           force=True)
+        assert not runner.run_dir_for(home, spec).exists()  # --force deleted nothing under the live run
+    # a lock left by a dead process on this host is taken over; the run then completes and unlocks
+    lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))
+    res = runner.execute("original", "monet", profile="ci", data_root=root, home=home, progress=False)
+    assert res.metrics and not lock_path.exists()

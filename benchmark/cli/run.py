@@ -35,6 +35,7 @@ def run_cmd(
     on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
     device: str = typer.Option("cpu", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
     from benchmark.profiles import parse_overrides
@@ -42,7 +43,7 @@ def run_cmd(
 
     res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
                   home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
-                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device)
+                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device, wait=wait)
     state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
     out.print(escape(f"run {res.run_id} {state}: {res.run_dir}"), highlight=False)
     if res.timings:

@@ -13,6 +13,7 @@ than dims and its centred features C are at hand, the equivalent small problem
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class Stats:
         if with_sqrt:
             arrays["sqrt_sigma"] = self.sqrt_sigma
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # unique per process
         np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as the allow_pickle flag
         tmp.replace(path)
 
@@ -114,4 +115,4 @@ def _compute(real: Stats, fake: Stats) -> MetricValue:
     return MetricValue(frechet_distance(real, fake))
 
 
-METRIC = Metric("fid", _compute, layers=("inception:*",), higher_is_better=False, version=VERSION)
+METRIC = Metric("fid", _compute, layers=("inception:*", "inception-tv2018:*"), higher_is_better=False, version=VERSION)
