@@ -223,8 +223,13 @@ class Gatys(Method):
                                 hint="check the photo training split of the data root")
         cache = run.run_dir / INDEX_FILE
         key = self._index_key(photos)
+        saved: dict[str, Any] = {}
         if cache.exists():
-            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            try:
+                saved = torch.load(cache, map_location="cpu", weights_only=True)
+            except Exception as exc:  # truncated or foreign: rebuilt, not fatal
+                run.log.warning("gatys: unreadable style index %s (%s): rebuilding it", cache,
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if saved.get("key") == key:
                 self.photo_paths = [Path(p) for p in saved["paths"]]
                 self.photo_features = saved["features"]

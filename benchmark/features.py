@@ -580,7 +580,10 @@ def reference_stats(extractor: FeatureExtractor, paths: Sequence[Path], cache_di
     cache_dir = Path(cache_dir)
     files = {k: cache_dir / f"{extractor.name}-{key}-{k.partition(':')[2]}.npz" for k in layers}
     if all(f.is_file() for f in files.values()):
-        return {k: Stats.load_npz(f) for k, f in files.items()}
+        try:
+            return {k: Stats.load_npz(f) for k, f in files.items()}
+        except ArtshiftError as exc:  # a truncated cache file (killed writer, full disk) is rebuilt
+            log.warning("%s: recomputing the reference statistics", str(exc).splitlines()[0])
     feats = extract_paths(extractor, paths, layers=layers, **kw)
     cache_dir.mkdir(parents=True, exist_ok=True)
     stats = {}

@@ -49,6 +49,10 @@ BACKGROUND = 0  # label of the background class in mask PNGs (the official code'
 log = logging.getLogger("artshift.bank")
 
 
+class CorruptBankError(ArtshiftError):
+    """A cached bank that cannot be read (truncated files, another version's layout)."""
+
+
 # ----------------------------------------------------------------------------- configuration
 def parse_scales(text: str | Sequence[Any]) -> tuple[tuple[int, int], ...]:
     """``"16:6,8:5"`` (or ``[(16, 6), (8, 5)]``) -> ``((16, 6), (8, 5))`` after checking them."""
@@ -463,14 +467,26 @@ class MemoryBank:
     @classmethod
     def load(cls, root: Path, device: torch.device | str = "cpu", backend: str = "auto",
              search: dict[str, Any] | None = None) -> MemoryBank:
+        root = Path(root)
+        try:
+            return cls._load(root, device, backend, search)
+        except ArtshiftError:
+            raise
+        except Exception as exc:  # a truncated array or index file, a meta.json of another version
+            raise CorruptBankError(f"memory bank at {root} is unreadable ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                                   hint="delete that folder; the bank is rebuilt on the next run") from None
+
+    @classmethod
+    def _load(cls, root: Path, device: torch.device | str, backend: str,
+              search: dict[str, Any] | None) -> MemoryBank:
         import faiss
 
-        root = Path(root)
         try:
             meta = json.loads((root / "meta.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ArtshiftError(f"memory bank at {root} is unreadable ({exc})",
-                                hint="delete that folder; the bank is rebuilt on the next run") from None
+            raise CorruptBankError(f"memory bank at {root} is unreadable ({exc})",
+                                   hint="delete that folder; the bank is rebuilt on the next run") from None
         d = dict(meta["spec"])
         d["scales"] = tuple(tuple(s) for s in d["scales"])
         d.update(search or {})  # this session's search effort (ef_search, nprobe, refine)
@@ -601,9 +617,14 @@ def build_bank(photos: Sequence[Path], spec: BankSpec, cache_dir: Path, *, masks
         masks_fp = fingerprint_files(masks)
     fp = bank_fingerprint(spec, fingerprint_files(photos), masks_fp)
     root = Path(cache_dir) / "banks" / fp
-    if not (root / "meta.json").exists():
-        logger.info("building memory bank %s under %s", fp, root)
-        _build(root, photos, spec, masks_dir, query_images, recall_k, recall_queries, skip_bad, progress, logger)
+    if (root / "meta.json").exists():
+        try:
+            return MemoryBank.load(root, device=device, backend=backend, search=spec.search_params())
+        except CorruptBankError as exc:  # a corrupt cache is rebuilt, with a warning, not fatal
+            logger.warning("%s: moving it aside and rebuilding", str(exc).splitlines()[0])
+            os.replace(root, root.with_name(f"{root.name}.corrupt-{os.getpid()}"))
+    logger.info("building memory bank %s under %s", fp, root)
+    _build(root, photos, spec, masks_dir, query_images, recall_k, recall_queries, skip_bad, progress, logger)
     return MemoryBank.load(root, device=device, backend=backend, search=spec.search_params())
 
 

@@ -209,3 +209,37 @@ def test_a_second_process_on_the_same_run_is_told_who_holds_it(tmp_path, home):
     lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "started": 0}))
     res = runner.execute("original", "monet", profile="ci", data_root=root, home=home, progress=False)
     assert res.metrics and not lock_path.exists()
+
+
+# --- corrupt caches are rebuilt with a warning, never a traceback ---------------------------------
+
+def test_truncated_reference_stats_are_recomputed(tmp_path, caplog):
+    from test_evaluate import TinyExtractor, _images
+
+    from benchmark import features
+
+    ex, real = TinyExtractor(), _images(tmp_path / "real", 8, 0)
+    first = features.reference_stats(ex, real, tmp_path / "cache", num_workers=0, progress=False)
+    victim = sorted((tmp_path / "cache").glob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:50])
+    with caplog.at_level(logging.WARNING, logger="artshift.features"):
+        again = features.reference_stats(ex, real, tmp_path / "cache", num_workers=0, progress=False)
+    assert "recomputing" in caplog.text
+    for k in first:
+        assert (again[k].mu == first[k].mu).all()
+
+
+def test_a_corrupt_memory_bank_is_rebuilt(tmp_path, caplog):
+    from helpers_bank import make_photos
+
+    from methods.memory_bank import BankSpec, build_bank
+
+    photos = make_photos(tmp_path / "photos", n=6, size=24)
+    spec = BankSpec(image_size=24, scales=((8, 4),), index="flat")
+    bank = build_bank(photos, spec, tmp_path, recall_queries=10)
+    images = bank.root / "images.npy"
+    images.write_bytes(images.read_bytes()[:64])
+    with caplog.at_level(logging.WARNING, logger="artshift.bank"):
+        again = build_bank(photos, spec, tmp_path, recall_queries=10)
+    assert "rebuilding" in caplog.text and again.root == bank.root
+    assert list(tmp_path.glob("banks/*.corrupt-*"))  # the bad copy is kept aside, not silently deleted

@@ -14,6 +14,7 @@ than dims and its centred features C are at hand, the equivalent small problem
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class Stats:
                 n = int(z["n"]) if "n" in z else 0
                 feats = z["features"] if "features" in z else None
                 sq = z["sqrt_sigma"] if "sqrt_sigma" in z else None
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # missing, foreign, truncated
             raise ArtshiftError(f"cannot read statistics file {path}: {exc}",
                                 hint="a statistics .npz needs arrays 'mu' and 'sigma' (pytorch-fid format)") from None
         if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
