@@ -834,7 +834,9 @@ def _download_any(m: Manifest, dest: Path, expected: str | None, progress: bool,
     for url in m.urls:
         try:
             log(f"downloading {url}")
-            digest = download(url, dest, sha256=expected, progress=progress, what=f"{m.name} archive")
+            limit = int(m.size_mb * 1.25 * 2**20) if m.size_mb else None  # manifests give approximate sizes
+            digest = download(url, dest, sha256=expected, progress=progress, what=f"{m.name} archive",
+                              max_bytes=limit)
             if not zipfile.is_zipfile(dest):  # e.g. a sign-in or "too large to scan" HTML page (Google Drive)
                 with open(dest, "rb") as fh:
                     head = fh.read(16)

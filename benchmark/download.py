@@ -1,8 +1,12 @@
 """Verified downloads shared by datasets and weight files.
 
 Streams to ``<dest>.part`` with a progress bar, resumes a partial file with an HTTP Range
-request where the server honours it, checks the sha256 (full hash, or a published prefix)
-before the file is moved into place, and fails within seconds when the machine is offline.
+request where the server honours it (checking that the server resumed where asked), checks the
+sha256 (full hash, or a published prefix) before the file is moved into place, and fails
+within seconds when the machine is offline. Plain ``http://`` is refused unless the full sha256
+is known in advance (a pin made on first use over plain HTTP would pin whatever a network
+attacker served) or the host is this machine. A download stops at ``max_bytes`` (from the
+manifest's size), and two processes never write one ``.part`` file (an O_EXCL lock).
 """
 
 from __future__ import annotations
@@ -59,18 +63,49 @@ def _check_resolvable(url: str) -> None:
         raise ArtshiftError(f"cannot resolve host {host!r} for {url}", hint=_offline_hint(url)) from None
 
 
+def _check_scheme(url: str, sha256: str | None) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme == "https":
+        return
+    if parsed.scheme == "http" and (sha256 or parsed.hostname in ("127.0.0.1", "localhost", "::1")):
+        return
+    if parsed.scheme == "http":
+        raise ArtshiftError(f"refusing to download {url} over plain http without a published sha256",
+                            hint="use an https:// URL, or download the file by hand, check it and import it")
+    raise ArtshiftError(f"unsupported URL scheme in {url!r}", hint="use an https:// URL")
+
+
+def _resumed_at(resp, have: int) -> bool:
+    """Whether a 206 response starts at byte ``have`` (a server may answer another range)."""
+    rng = resp.headers.get("Content-Range", "")
+    try:
+        return int(rng.split()[1].split("-")[0]) == have
+    except (IndexError, ValueError):
+        return False
+
+
 def download(url: str, dest: Path, *, sha256: str | None = None, sha256_prefix: str | None = None,
-             progress: bool = True, what: str = "file") -> str:
+             progress: bool = True, what: str = "file", max_bytes: int | None = None) -> str:
     """Download ``url`` to ``dest`` (atomically, verified); returns the file's full sha256.
 
     A leftover ``dest.part`` is resumed with a Range request; if the server ignores the range
-    the download restarts from zero. A checksum mismatch deletes the partial file and raises.
+    (or answers another one) the download restarts from zero. A checksum mismatch deletes the
+    partial file and raises.
     """
+    from benchmark.locks import RunLock
+
+    dest = Path(dest)
+    _check_scheme(url, sha256)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with RunLock(dest.with_name(f".{dest.name}.lock"), what=f"the download of {dest.name}"):
+        return _download(url, dest, sha256, sha256_prefix, progress, what, max_bytes)
+
+
+def _download(url: str, dest: Path, sha256: str | None, sha256_prefix: str | None, progress: bool, what: str,
+              max_bytes: int | None) -> str:
     import requests
     from tqdm.auto import tqdm
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     _check_resolvable(url)
     have = part.stat().st_size if part.exists() else 0
@@ -86,6 +121,10 @@ def download(url: str, dest: Path, *, sha256: str | None = None, sha256_prefix: 
             raise ArtshiftError(f"download of {url} failed: HTTP {resp.status_code}",
                                 hint="check the URL in the manifest, or download the file by hand and import it")
         else:
+            if resp.status_code == 206 and not _resumed_at(resp, have):
+                resp.close()  # it answered another range than asked: the part file cannot be trusted
+                part.unlink(missing_ok=True)
+                return _download(url, dest, sha256, sha256_prefix, progress, what, max_bytes)
             if resp.status_code == 200:
                 have = 0  # the server ignored the range: start over
             total = resp.headers.get("Content-Length")
@@ -94,7 +133,16 @@ def download(url: str, dest: Path, *, sha256: str | None = None, sha256_prefix: 
             try:
                 with open(part, mode) as fh, tqdm(total=total_n, initial=have, unit="B", unit_scale=True,
                                                    desc=dest.name, disable=not progress, leave=False) as bar:
+                    written = have
                     for chunk in resp.iter_content(CHUNK):
+                        written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            fh.close()
+                            part.unlink(missing_ok=True)
+                            raise ArtshiftError(f"download of {url} exceeds the expected size "
+                                                f"({max_bytes:,} bytes at most); stopped and deleted",
+                                                hint="the server sends something else than the release: check "
+                                                     "the URL, or download the file by hand and import it")
                         fh.write(chunk)
                         bar.update(len(chunk))
             except requests.RequestException as exc:

@@ -205,6 +205,7 @@ def fetch(name: str, progress: bool = True, home: Path | None = None) -> Path:
     expected = _expected_full(wf, home)
     try:
         digest = download(wf.url, dest, sha256=expected, sha256_prefix=wf.sha256_prefix, progress=progress,
+                          max_bytes=wf.size,
                           what=f"weight file {wf.name}")
     except ChecksumError:
         raise

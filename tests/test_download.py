@@ -89,3 +89,45 @@ def test_offline_fails_fast_with_instructions(tmp_path):
     assert time.monotonic() - t0 < 10
     assert "weights.example.invalid" in str(err.value) and "import" in str(err.value)
     assert not (tmp_path / "w.pth").exists()
+
+
+# --- hardening (issue 10, fault 10) -------------------------------------------------------------
+
+def test_plain_http_is_refused_without_a_published_sha256(tmp_path):
+    with pytest.raises(ArtshiftError, match="plain http without a published sha256"):
+        download("http://example.org/w.bin", tmp_path / "w.bin", sha256_prefix=SHA[:8], progress=False)
+    with pytest.raises(ArtshiftError, match="unsupported URL scheme"):
+        download("ftp://example.org/w.bin", tmp_path / "w.bin", progress=False)
+
+
+def test_download_stops_at_the_expected_size(server, tmp_path):
+    dest = tmp_path / "w.bin"
+    with pytest.raises(ArtshiftError, match="exceeds the expected size"):
+        download(server.url("/w.bin"), dest, sha256_prefix=SHA[:8], progress=False, max_bytes=len(BODY) - 1)
+    assert not dest.exists() and not dest.with_name("w.bin.part").exists()
+
+
+def test_a_206_from_another_offset_restarts_from_zero(server, tmp_path, monkeypatch):
+    dest = tmp_path / "w.bin"
+    dest.with_name("w.bin.part").write_bytes(BODY[:1000])
+    real = server.RequestHandlerClass.do_GET
+
+    def wrong_range(handler):  # answers the first Range request from byte 10, not the one asked for
+        if handler.headers.get("Range") and not getattr(server, "_lied", False):
+            server._lied = True
+            handler.headers.replace_header("Range", "bytes=10-")
+        return real(handler)
+
+    monkeypatch.setattr(server.RequestHandlerClass, "do_GET", wrong_range)
+    assert download(server.url("/w.bin"), dest, sha256=SHA, progress=False) == SHA
+    assert dest.read_bytes() == BODY
+
+
+def test_two_downloads_of_one_file_never_share_its_part_file(server, tmp_path):
+    from benchmark.locks import RunLock
+
+    dest = tmp_path / "w.bin"
+    with RunLock(tmp_path / ".w.bin.lock"):
+        with pytest.raises(ArtshiftError, match="the download of w.bin is in use"):
+            download(server.url("/w.bin"), dest, sha256=SHA, progress=False)
+    assert download(server.url("/w.bin"), dest, sha256=SHA, progress=False) == SHA
