@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 from benchmark.manifests import (  # re-exported: callers use benchmark.data for everything dataset-related
     LABELLED_LAYOUTS,
     LAYOUTS,
@@ -253,12 +253,10 @@ def check_artist(artist: str, root: Path | None = None, home: Path | None = None
         return artist
     known = _known_artists(root, home)
     if artist not in known:
-        import difflib
 
-        close = difflib.get_close_matches(artist, sorted(known), n=1)
         raise ArtshiftError(f"unknown artist {artist!r} (known: {', '.join(sorted(known))})",
-                            hint=f"did you mean {close[0]!r}?" if close else
-                            "add a dataset manifest for it, or put its paintings under <data root>/paintings/<artist>")
+                            hint=did_you_mean(artist, known, otherwise="add a dataset manifest for it, or put its "
+                                                                       "paintings under <data root>/paintings/<artist>"))
     return artist
 
 

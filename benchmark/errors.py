@@ -13,3 +13,13 @@ class ArtshiftError(Exception):
     def __init__(self, message: str, *, hint: str | None = None):
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\n  -> {hint}")
+
+
+def did_you_mean(name: str, choices, *, n: int = 1, cutoff: float = 0.6, otherwise: str | None = None) -> str | None:
+    """The hint for an unknown name: ``did you mean 'x'?`` (or ``'x' or 'y'``), else ``otherwise``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(map(str, choices)), n=n, cutoff=cutoff)
+    if not close:
+        return otherwise
+    return f"did you mean {' or '.join(repr(c) for c in close)}?"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import registry
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 from benchmark.extractor import FeatureExtractor
 from benchmark.metrics import Metric, display_name
 from benchmark.store import MetricRow
@@ -59,11 +59,8 @@ def split_with(names: Sequence[str]) -> tuple[list[str], list[str] | None]:
             metrics.append(name)
         else:
             known = sorted(registry.extractors.names() + registry.metrics.names())
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=1)
             raise ArtshiftError(f"--with {name}: not a registered extractor or metric (known: {', '.join(known)})",
-                                hint=f"did you mean {close[0]!r}?" if close else None)
+                                hint=did_you_mean(name, known))
     return extractors or list(DEFAULT_EXTRACTORS), metrics or None
 
 

@@ -17,7 +17,6 @@ arguments of ``make`` below, so adding a network is one registry line.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -25,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_path
 from benchmark.errors import ArtshiftError
 
 log = logging.getLogger("artshift.features")
@@ -143,10 +143,8 @@ def cached_calibration(name: str, version: int, seed: int, calibration_paths: Se
             log.warning("ignoring unreadable extractor cache %s (%s): recalibrating", cache, exc)
     log.info("calibrating a random-init %s (seed %d) on %d photos", title, seed, len(cal))
     sd = {k: v.detach().contiguous() for k, v in build(cal).items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, cache)
+    with atomic_path(cache) as tmp:
+        torch.save(sd, tmp)
     return sd, cal_fp
 
 

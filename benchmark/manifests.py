@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import json
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -27,7 +26,8 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlparse
 
-from benchmark.errors import ArtshiftError
+from benchmark.atomic import write_atomic
+from benchmark.errors import ArtshiftError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -118,9 +118,8 @@ class Manifest:
         known = {f for f in cls.__dataclass_fields__ if f != "source"}
         unknown = sorted(set(data) - known)
         if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
             raise ManifestError(f"{source}: unknown key {unknown[0]!r}",
-                                hint=f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}")
+                                hint=did_you_mean(unknown[0], known, otherwise=f"known keys: {', '.join(sorted(known))}"))
         for key in ("name", "version", "artist", "urls", "counts"):
             if key not in data:
                 raise ManifestError(f"{source}: missing required key {key!r}")
@@ -242,10 +241,9 @@ def manifest_for_artist(artist: str, home: Path | None = None) -> Manifest:
     matches = [m for m in manifests.values() if m.artist == artist]
     if not matches:
         artists = sorted({m.artist for m in manifests.values()})
-        close = difflib.get_close_matches(artist, artists, n=1)
         raise ArtshiftError(f"no dataset manifest for artist {artist!r} (artists with manifests: {', '.join(artists)})",
-                            hint=f"did you mean {close[0]!r}?" if close else
-                            "add a manifest file to data_manifests/ or <ARTSHIFT_HOME>/manifests/")
+                            hint=did_you_mean(artist, artists, otherwise="add a manifest file to data_manifests/ or "
+                                                                         "<ARTSHIFT_HOME>/manifests/"))
     preferred = [m for m in matches if m.name == f"{artist}2photo"]
     return (preferred or matches)[0]
 
@@ -295,9 +293,5 @@ def pin_sha256(manifest: Manifest, home: Path, digest: str, *, url: str, size: i
         "sha256": digest, "size": size, "url": url,
         "pinned_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"format": LOCK_FORMAT, "datasets": dict(sorted(entries.items()))}, indent=2) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps({"format": LOCK_FORMAT, "datasets": dict(sorted(entries.items()))},
+                                         indent=2) + "\n")

@@ -8,13 +8,12 @@ misspelt key is an error naming the valid ones.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import typing
 from typing import Any
 
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 
 PROFILES = {
     "ci": "seconds per run on a CPU: tiny images and networks, for tests and the CI leaderboard",
@@ -26,9 +25,8 @@ PROFILES = {
 
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
-        close = difflib.get_close_matches(profile, PROFILES, n=1)
         raise ArtshiftError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})",
-                            hint=f"did you mean {close[0]!r}?" if close else None)
+                            hint=did_you_mean(profile, PROFILES))
     return profile
 
 
@@ -107,9 +105,8 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
     changes = {}
     for key, text in overrides.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
             raise ArtshiftError(
                 f"--set {key}: {type(config).__name__} has no such setting",
-                hint=(f"did you mean {close[0]!r}? " if close else "") + f"settings: {', '.join(sorted(fields))}")
+                hint=f"{did_you_mean(key, fields) or ''} settings: {', '.join(sorted(fields))}".strip())
         changes[key] = _coerce(text, hints[key], key)
     return check_config(dataclasses.replace(config, **changes))

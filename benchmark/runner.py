@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch
 from PIL import Image
 
 from benchmark import data, paths, registry
+from benchmark.atomic import atomic_path, write_atomic
 from benchmark.errors import ArtshiftError
 from benchmark.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor
 from benchmark.locks import RunLock
@@ -83,9 +83,8 @@ def to_image(t: torch.Tensor) -> Image.Image:
 
 
 def save_png_atomic(img: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")  # unique per process
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        img.save(tmp, format="PNG")
 
 
 def output_name(rel: str) -> str:
@@ -172,9 +171,7 @@ def _record_failure(store: Store, run_id: str, exc: BaseException, timings: dict
 
 
 def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
-    tmp = run_dir / f".metrics.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(store.metrics_for(run_id), indent=2))
-    tmp.replace(run_dir / "metrics.json")
+    write_atomic(run_dir / "metrics.json", json.dumps(store.metrics_for(run_id), indent=2))
 
 
 def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],

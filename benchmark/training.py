@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_path
 from benchmark.errors import ArtshiftError
 from benchmark.method import Method, RunContext, TrainData
 
@@ -89,13 +90,8 @@ def set_deterministic(flag: bool) -> None:
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def previous(path: Path) -> Path:

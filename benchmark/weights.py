@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark import paths
+from benchmark.atomic import atomic_path, write_atomic
 from benchmark.download import ChecksumError, check_sha256, download, sha256_file
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 
 log = logging.getLogger("artshift.weights")
 
@@ -68,11 +69,9 @@ KNOWN: dict[str, WeightFile] = {w.name: w for w in (
 
 def known(name: str) -> WeightFile:
     if name not in KNOWN:
-        import difflib
 
-        close = difflib.get_close_matches(name, KNOWN, n=1)
         raise ArtshiftError(f"unknown weight file {name!r} (known: {', '.join(KNOWN)})",
-                            hint=f"did you mean {close[0]!r}?" if close else "see `bench weights list`")
+                            hint=did_you_mean(name, KNOWN, otherwise="see `bench weights list`"))
     return KNOWN[name]
 
 
@@ -111,10 +110,7 @@ def _read_lock(home: Path | None) -> dict:
 
 
 def _write_lock(data: dict, home: Path | None) -> None:
-    p = _lock_path(home)
-    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    write_atomic(_lock_path(home), json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def pinned(name: str, home: Path | None = None) -> str | None:
@@ -230,9 +226,8 @@ def import_file(name: str, src: Path, home: Path | None = None) -> Path:
     if dest.exists() and dest.samefile(src):
         _record(wf, dest, digest, home)
         return dest
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.import.part")  # unique per process
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest, suffix=".import.part") as tmp:
+        shutil.copyfile(src, tmp)
     _record(wf, dest, digest, home)
     log.info("imported %s -> %s (sha256 %s)", src, dest, digest)
     return dest

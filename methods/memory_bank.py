@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.atomic import write_atomic
 from benchmark.errors import ArtshiftError
 
 FORMAT_VERSION = 1
@@ -714,9 +715,7 @@ def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | Non
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 def _kept_vectors(images, patch, stride, ids, mean, geometry, chunk):

@@ -13,13 +13,13 @@ than dims and its centred features C are at hand, the equivalent small problem
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from benchmark.atomic import atomic_path
 from benchmark.errors import ArtshiftError
 from benchmark.metrics import Metric, MetricValue
 
@@ -60,9 +60,8 @@ class Stats:
         if with_sqrt:
             arrays["sqrt_sigma"] = self.sqrt_sigma
         path = Path(path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # unique per process
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as the allow_pickle flag
-        tmp.replace(path)
+        with atomic_path(path, suffix=".tmp.npz") as tmp:  # np.savez appends .npz to other names
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as the allow_pickle flag
 
     @staticmethod
     def load_npz(path: Path) -> Stats:
