@@ -64,6 +64,7 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 # Formats PIL may open (JPEG covers MPO): a renamed EPS must never reach Ghostscript, whatever its extension.
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "PPM", "GIF")
 MAX_PIXELS = 8192 * 8192  # larger files are refused as possible decompression bombs
+MIN_SIDE = 8  # smaller images are refused: no method or extractor here can use a 1x1 or 4x4 picture
 BAD_IMAGE_POLICIES = ("error", "skip")
 MARKER_NAME = ".artshift-fetch.json"  # written into an extracted dataset: which archive it came from
 
@@ -210,7 +211,8 @@ def _fetch_hint(artist: str | None, dataset: str | None = None) -> str:
 
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+                  and (p.is_file() or p.is_symlink()))  # a broken link is reported, not silently dropped
 
 
 def _class_image_files(folder: Path) -> list[Path]:
@@ -449,6 +451,9 @@ def _check_size(img: Image.Image, path: Path) -> None:
     if w * h > MAX_PIXELS:
         raise BadImageError(path, f"possible decompression bomb: the header declares {w}x{h} pixels, over the "
                                   f"{MAX_PIXELS:,}-pixel limit")
+    if min(w, h) < MIN_SIDE:
+        raise BadImageError(path, f"the image is {w}x{h} pixels, smaller than the {MIN_SIDE}-pixel minimum side "
+                                  "(networks here pad by 3 pixels and downsample by 4)")
 
 
 def _check_png_end(path: Path, size: int) -> None:
@@ -614,7 +619,7 @@ def fingerprint(paths: Sequence[Path | str], base: Path | None = None) -> str:
     keyed = sorted((_relative_posix(Path(p), base), str(p)) for p in paths)
     h = hashlib.sha256()
     for rel, p in keyed:
-        h.update(rel.encode())
+        h.update(rel.encode("utf-8", "surrogateescape"))  # file names need not be valid UTF-8
         h.update(b"\0")
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):

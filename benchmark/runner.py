@@ -417,7 +417,9 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     store = store or Store(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [])
     images = Path(images)
-    fakes = data.list_images(images)
+    fakes, bad = data.readable_images(data.list_images(images), "skip" if skip_bad else "error")
+    if not fakes:
+        raise ArtshiftError(f"none of the images in {images} can be read ({data.skipped_summary(bad)})")
     domain = data.ensure_domain(artist, root, home, progress=progress)
     fake_fp = data.fingerprint(fakes)
     data_fp = data.fingerprint(domain.photos_test)
@@ -434,7 +436,7 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
         _record_failure(store, spec.run_id, exc, {})
         raise
     return RunResult(spec.run_id, images, spec, store.metrics_for(spec.run_id), timings=timings,
-                     skipped=[str(p) for p in skipped])
+                     skipped=[str(p) for p, _ in bad] + [str(p) for p in skipped])
 
 
 __all__ = ["RunResult", "execute", "evaluate_folder", "evaluate_run", "translate_run", "MetricRow"]

@@ -201,7 +201,22 @@ def _save(method: IterativeMethod, done: int, ckpt: Path) -> None:
         raise TrainingDiverged(f"training diverged by iteration {done}: non-finite values in {', '.join(bad[:3])}"
                                f"{' and more' if len(bad) > 3 else ''} (the losses were finite); {kept}",
                                hint="lower the learning rate (--set lr=...) or change the seed, then run again")
-    save_checkpoint({"iteration": done, "method": state}, ckpt)
+    save_checkpoint({"iteration": done, "method": state, "method_name": method.name}, ckpt)
+
+
+def _restore(method: IterativeMethod, state: dict[str, Any], ckpt: Path) -> None:
+    """Load a checkpoint into ``method``, or say plainly that it belongs to another method/config."""
+    owner = state.get("method_name")
+    if owner is not None and owner != method.name:
+        raise ArtshiftError(f"checkpoint {ckpt} was written by {owner}, not {method.name}",
+                            hint="the run folder was copied or mixed up: delete it, or re-run with --force")
+    try:
+        method.load_state_dict(state["method"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ArtshiftError(f"checkpoint {ckpt} does not fit this {method.name} configuration "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                            hint="it comes from another method or other settings: delete the run folder or "
+                                 "re-run with --force") from None
 
 
 def train(method: IterativeMethod, data: TrainData, run: RunContext,
@@ -218,7 +233,7 @@ def train(method: IterativeMethod, data: TrainData, run: RunContext,
     start = 0
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        method.load_state_dict(state["method"])
+        _restore(method, state, ckpt)
         start = int(state["iteration"])
         if start >= total:
             return start

@@ -45,6 +45,9 @@ app = build_app()
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as escapes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         app()
