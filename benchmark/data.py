@@ -446,13 +446,13 @@ def _strict_decoding() -> None:
                       "switched it off so truncated images are reported instead of silently padded", stacklevel=3)
 
 
-def _check_size(img: Image.Image, path: Path) -> None:
+def _check_size(img: Image.Image, path: Path, min_side: int) -> None:
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise BadImageError(path, f"possible decompression bomb: the header declares {w}x{h} pixels, over the "
                                   f"{MAX_PIXELS:,}-pixel limit")
-    if min(w, h) < MIN_SIDE:
-        raise BadImageError(path, f"the image is {w}x{h} pixels, smaller than the {MIN_SIDE}-pixel minimum side "
+    if min(w, h) < min_side:
+        raise BadImageError(path, f"the image is {w}x{h} pixels, smaller than the {min_side}-pixel minimum side "
                                   "(networks here pad by 3 pixels and downsample by 4)")
 
 
@@ -472,8 +472,11 @@ def _describe_head(head: bytes) -> str:
     return f"it starts with {text!r}" + (", which looks like text" if printable else "")
 
 
-def load_image(path: Path) -> Image.Image:
-    """Open any common image as 8-bit RGB, or raise ``BadImageError`` naming the file and problem."""
+def load_image(path: Path, *, min_side: int | None = None) -> Image.Image:
+    """Open any common image as 8-bit RGB, or raise ``BadImageError`` naming the file and problem.
+
+    ``min_side`` (default ``MIN_SIDE``): smaller images are refused; 1 accepts any size.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -494,7 +497,7 @@ def load_image(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=PIL_FORMATS) as img:
-                _check_size(img, path)
+                _check_size(img, path, MIN_SIDE if min_side is None else min_side)
                 img.load()
                 if img.format == "PNG":
                     _check_png_end(path, size)
