@@ -1,0 +1,79 @@
+"""``bench downstream``: photo-trained classifier accuracy on paintings and their translations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from benchmark.cli.common import DataRoot, Home, err, out
+
+
+def _pct(p) -> str:
+    return f"{100 * p.value:.1f}% [{100 * p.low:.1f}, {100 * p.high:.1f}]"
+
+
+def downstream_cmd(
+    artist: str = typer.Option("pacs", "--artist", "-a", help="a labelled domain (pacs)"),
+    profile: str = typer.Option("smoke", "--profile", "-p",
+                                help="which runs to score (ci, smoke, quick, paper); also sizes the classifier"),
+    seed: int = typer.Option(0, "--seed", help="which runs to score"),
+    runs: str = typer.Option("", "--runs", help="run ids, comma-separated (default: every method's newest finished "
+                                                "run of the artist at --profile and --seed)"),
+    data_root: Optional[Path] = DataRoot,
+    home: Optional[Path] = Home,
+    device: str = typer.Option("cpu", "--device"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train (or reuse) a photo classifier; score photos, the test paintings and every run's translations."""
+    from benchmark.downstream import evaluate
+
+    res = evaluate(artist, profile=profile, seed=seed, run_ids=[r.strip() for r in runs.split(",") if r.strip()],
+                   data_root=data_root, home=home, device=device, progress=not quiet,
+                   log_fn=lambda m: err.print(escape(m), highlight=False))
+    clf = res.classifier
+    table = Table(title=escape(f"downstream accuracy on {artist} / {profile} / seed {seed}: {clf.title} trained on "
+                               f"{clf.n_train} photos (95% Wilson intervals; McNemar vs original paintings)"))
+    for col in ("set", "n", "accuracy \u2191", "balanced accuracy \u2191", "McNemar (orig only / trans only, p)",
+                "gap closed"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for s in (res.photo, res.original):
+        label = f"{s.name}" + (f" [run {res.original_run}]" if s is res.original and res.original_run else "")
+        table.add_row(escape(label), str(s.n), _pct(s.accuracy), _pct_b(s), "", "")
+    for c in res.runs:
+        m = c.mcnemar
+        gap = "n/a (no gap)" if c.gap_closed is None else f"{100 * c.gap_closed:.1f}%"
+        table.add_row(escape(c.score.name), str(c.score.n), _pct(c.score.accuracy), _pct_b(c.score),
+                      f"{m.only_first} / {m.only_second}, p={m.p_value:.3g}", gap)
+    out.print(table)
+    per = Table(title="per-class accuracy (n)")
+    per.add_column("class")
+    sets = [res.photo, res.original] + [c.score for c in res.runs]
+    for s in sets:
+        per.add_column(escape(s.name), justify="right")
+    for cls in clf.classes:
+        per.add_row(cls, *[f"{100 * s.per_class[cls].value:.1f}% ({s.per_class[cls].n})" if cls in s.per_class
+                           else "-" for s in sets])
+    out.print(per)
+    if not res.runs:
+        err.print(escape(f"no finished translation runs of {artist} at profile {profile}, seed {seed}: run "
+                         f"`bench run --method cyclegan --artist {artist} --profile {profile}` first, or pass --runs"))
+    if res.original_run is None:
+        err.print(escape(f"no finished `original` run of {artist} at profile {profile}, seed {seed}: the paintings' "
+                         f"accuracy is printed but not stored (run `bench run --method original --artist {artist} "
+                         f"--profile {profile}` to get its leaderboard row)"))
+    err.print(escape("the photo-test ceiling is printed, not stored: it measures the classifier, not a method. "
+                     + (f"rows stored on runs {', '.join(res.stored)}" if res.stored else "no rows stored")),
+              highlight=False)
+
+
+def _pct_b(s) -> str:
+    b = s.balanced_interval
+    return f"{100 * s.balanced:.1f}% [{100 * b.low:.1f}, {100 * b.high:.1f}]"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("downstream")(downstream_cmd)

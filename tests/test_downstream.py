@@ -1,0 +1,300 @@
+"""``bench downstream``: the photo-trained classifier, its scores, intervals, McNemar and rows.
+
+Most tests use a tiny synthetic labelled domain (``toypacs``, PACS layout, three colour
+classes) whose paintings carry a "style" that swaps half of them to the next class's colour
+and whose fake ``cyclegan`` run undoes it, so the expected accuracies are known. One slow
+test runs the real PACS at the ci profile end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+from typer.testing import CliRunner
+
+from benchmark import data, downstream, registry
+from benchmark.cli import app
+from benchmark.errors import ArtshiftError
+from benchmark.runner import make_spec, run_dir_for
+from benchmark.store import Store
+from data_manifests import make_pacs_split
+
+cli = CliRunner()
+TOY = "toypacs"
+CLASSES = ("blue", "green", "red")
+COLOURS = {"blue": (40, 60, 220), "green": (40, 200, 60), "red": (220, 50, 40)}
+N = {"art_painting": 25, "photo": 20}  # per class; the split file puts 20% in test
+TOY_CFG = downstream.ClassifierConfig(size=16, width=8, blocks=2, epochs=12, batch_size=16, lr=1e-2)
+
+
+def _png(colour: tuple[int, int, int], seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _painting_colour(cls: str, i: int) -> tuple[int, int, int]:
+    """Odd-numbered paintings are painted in the next class's colour: the photo classifier gets them wrong."""
+    k = CLASSES.index(cls)
+    return COLOURS[CLASSES[(k + 1) % len(CLASSES)]] if i % 2 else COLOURS[cls]
+
+
+@pytest.fixture
+def toy(tmp_path, home) -> tuple[Path, data.Domain]:
+    root = tmp_path / "data"
+    folder = root / TOY
+    seed = 0
+    for domain, n in N.items():
+        for cls in CLASSES:
+            for i in range(n):
+                seed += 1
+                colour = _painting_colour(cls, i) if domain == "art_painting" else COLOURS[cls]
+                p = folder / domain / cls / f"pic_{i:03d}.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(_png(colour, seed))
+    (home / "manifests").mkdir(exist_ok=True)
+    (home / "manifests" / f"{TOY}_split.csv").write_text(make_pacs_split.render(make_pacs_split.make_split(folder)))
+    (home / "manifests" / f"{TOY}.toml").write_text(
+        f'name = "{TOY}"\nversion = "t1"\nartist = "{TOY}"\nlayout = "pacs"\narchive_root = "kfold"\n'
+        f'urls = ["http://127.0.0.1:9/none.zip"]\nsplit_file = "{TOY}_split.csv"\n'
+        f'counts_confirmed = ["art_painting", "photo"]\n[counts]\n'
+        + "".join(f"{d} = {n * len(CLASSES)}\n" for d, n in N.items()))
+    return root, data.ensure_domain(TOY, root, home, allow_download=False)
+
+
+def fake_run(store: Store, home: Path, root: Path, domain: data.Domain, method: str,
+             colour_of=None) -> str:
+    """A finished run record whose translations paint each test painting in ``colour_of(cls, i)``."""
+    _, _, spec = make_spec(method, domain.artist, "ci", 0, {}, data.split_fingerprint(domain))
+    run_dir = run_dir_for(home, spec)
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(json.dumps({"spec": spec.as_dict(), "run_id": spec.run_id, "config": {},
+                                                   "data_root": str(root), "layout": domain.layout}))
+    store.start_run(spec.run_id, kind="run", method=method, artist=domain.artist, profile="ci", seed=0,
+                    spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=spec.data_fingerprint)
+    for k, p in enumerate(domain.paintings_test):
+        rel = domain.relpath(p)
+        out = run_dir / "translated" / f"{rel}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if colour_of is None:
+            out.write_bytes(p.read_bytes())
+        else:
+            cls, name = rel.split("/")
+            out.write_bytes(_png(colour_of(cls, int(name[4:7])), 10_000 + k))
+    (run_dir / "DONE").write_text("done\n")
+    store.finish_run(spec.run_id, "done", {})
+    return spec.run_id
+
+
+def _runs(store: Store, home: Path, root: Path, domain: data.Domain) -> tuple[str, str]:
+    original = fake_run(store, home, root, domain, "original")
+    cyclegan = fake_run(store, home, root, domain, "cyclegan", colour_of=lambda cls, _i: COLOURS[cls])
+    return original, cyclegan
+
+
+# --- scores and intervals ---------------------------------------------------------------------
+
+def test_score_matches_scipy_wilson_and_per_class_counts():
+    truth = np.array([0] * 10 + [1] * 30 + [2] * 5)
+    pred = truth.copy()
+    pred[:4] = 1  # class 0: 6 / 10
+    pred[10:13] = 0  # class 1: 27 / 30
+    pred[40] = 0  # class 2: 4 / 5
+    s = downstream.score("set", pred, truth, ("a", "b", "c"))
+    assert s.n == 45 and s.accuracy.successes == 37
+    ci = stats.binomtest(37, 45).proportion_ci(method="wilson")
+    assert (s.accuracy.low, s.accuracy.high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert {c: (p.successes, p.n) for c, p in s.per_class.items()} == {"a": (6, 10), "b": (27, 30), "c": (4, 5)}
+    ci_c = stats.binomtest(4, 5).proportion_ci(method="wilson")
+    assert (s.per_class["c"].low, s.per_class["c"].high) == pytest.approx((ci_c.low, ci_c.high), abs=1e-12)
+    assert s.balanced == pytest.approx((0.6 + 0.9 + 0.8) / 3)
+    # Kish's effective n for equal-weight strata: 9 / (1/10 + 1/30 + 1/5) = 27, below the 45 images
+    b = s.balanced_interval
+    assert b.n == 27 and b.successes == round(s.balanced * 27)
+    ci_b = stats.binomtest(b.successes, 27).proportion_ci(method="wilson")
+    assert (b.low, b.high) == pytest.approx((ci_b.low, ci_b.high), abs=1e-12)
+    assert b.high - b.low > s.accuracy.high - s.accuracy.low  # fewer effective trials: a wider interval
+
+
+def test_score_rejects_mismatched_sets_and_gap_closed():
+    with pytest.raises(ArtshiftError, match="2 predictions for 3"):
+        downstream.score("x", np.array([0, 1]), np.array([0, 1, 1]), ("a", "b"))
+    assert downstream.gap_closed(0.8, 0.3, 0.55) == pytest.approx(0.5)
+    assert downstream.gap_closed(0.3, 0.3, 0.5) is None  # no gap to close
+
+
+def test_metric_entries_are_registered_higher_is_better():
+    for name, layer in (("accuracy", "classifier:all"), ("balanced_accuracy", "classifier:all"),
+                        ("class_accuracy", "classifier:dog")):
+        m = registry.metrics.get(name)
+        assert m.higher_is_better and m.direction == "higher" and m.computed_by == "bench downstream"
+        assert m.compute is None and m.applies_to(layer) and not m.applies_to("inception:2048")
+
+
+# --- the toy domain end to end ----------------------------------------------------------------
+
+def test_toy_classifier_scores_mcnemar_and_rows(toy, home):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    original, cyclegan = _runs(store, home, root, domain)
+    res = downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, config=TOY_CFG)
+    assert res.photo.accuracy.value >= 0.9 and res.photo.n == 12
+    # even-numbered paintings keep their class colour, odd ones wear the next class's
+    truth_right = np.array([int(p.name[4:7]) % 2 == 0 for p in domain.paintings_test])
+    assert res.original.n == 15 and res.original_run == original
+    np.testing.assert_array_equal(res.original.correct, truth_right)
+    [c] = res.runs
+    assert c.run_id == cyclegan and c.method == "cyclegan" and c.score.correct.all()
+    only_trans = int((~truth_right).sum())
+    assert (c.mcnemar.only_first, c.mcnemar.only_second) == (0, only_trans)
+    assert c.mcnemar.p_value == pytest.approx(stats.binomtest(0, only_trans).pvalue) and c.mcnemar.p_value < 0.05
+    assert c.gap_closed == pytest.approx(1.0 if res.photo.accuracy.value == 1.0 else
+                                         (1 - res.original.accuracy.value) /
+                                         (res.photo.accuracy.value - res.original.accuracy.value))
+    assert sorted(res.stored) == sorted([original, cyclegan])
+    for run_id, s in ((original, res.original), (cyclegan, c.score)):
+        rows = {(r["metric"], r["layer"]): r for r in store.metrics_for(run_id)}
+        assert set(rows) == {("accuracy", "classifier:all"), ("balanced_accuracy", "classifier:all")} | \
+            {("class_accuracy", f"classifier:{k}") for k in CLASSES}
+        for r in rows.values():
+            assert r["direction"] == "higher" and r["low"] <= r["value"] <= r["high"]
+            assert r["n_real"] == 48 and r["extractor_id"] == res.classifier.id
+            assert "[scratch]" in r["display_name"]
+        assert rows[("accuracy", "classifier:all")]["n_fake"] == 15
+        assert rows[("accuracy", "classifier:all")]["value"] == pytest.approx(s.accuracy.value)
+        assert rows[("class_accuracy", "classifier:red")]["n_fake"] == 5
+    board = store.results()
+    assert set(board[board.metric == "accuracy"].run_id) == {original, cyclegan}
+
+
+def test_classifier_is_cached_by_content_key(toy, home):
+    _, domain = toy
+    first = downstream.get_classifier(domain, TOY_CFG, home)
+    again = downstream.get_classifier(domain, TOY_CFG, home)
+    assert not first.cached and again.cached and again.key == first.key and again.train_s == first.train_s
+    x = downstream.load_pixels(list(domain.photos_test), TOY_CFG.size)
+    with torch.no_grad():
+        np.testing.assert_allclose(again.net(downstream._as_input(x)).numpy(),
+                                   first.net(downstream._as_input(x)).numpy(), atol=1e-5)
+    other = dataclasses.replace(TOY_CFG, epochs=TOY_CFG.epochs + 1)
+    assert downstream.cache_key(domain, other) != first.key
+    assert len(list((home / "cache" / "downstream").glob("*.pt"))) == 1
+
+
+def test_cli_prints_table_and_stores_rows(toy, home, monkeypatch):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    original, cyclegan = _runs(store, home, root, domain)
+    monkeypatch.setitem(downstream.CONFIGS, "ci", TOY_CFG)
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "--quiet"],
+                     terminal_width=200)
+    assert res.exit_code == 0, res.output
+    for text in ("photo test", "paintings (original)", f"cyclegan ({cyclegan})", "McNemar", "[scratch]",
+                 f"run {original}", "p=", "per-class accuracy", "red"):
+        assert text in res.output, text
+    board = cli.invoke(app, ["leaderboard", "--format", "csv"])
+    assert board.exit_code == 0 and "ACCURACY-classifier:all[scratch]" in board.output
+
+
+def test_cli_without_an_original_run_explains_rows_not_stored(toy, home, monkeypatch):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    fake_run(store, home, root, domain, "cyclegan", colour_of=lambda cls, _i: COLOURS[cls])
+    monkeypatch.setitem(downstream.CONFIGS, "ci", TOY_CFG)
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q"],
+                     terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "no finished `original` run" in res.output and "not stored" in res.output
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+def test_unlabelled_artist_is_a_one_line_error(home):
+    res = subprocess.run([sys.executable, "-m", "benchmark.cli", "downstream", "--artist", "cezanne"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "ARTSHIFT_HOME": str(home)})
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("error: artist 'cezanne' has no class labels") and "--artist pacs" in res.stderr
+    assert len(lines) == 2 and lines[1].strip().startswith("-> ")  # the message and its hint
+
+
+def test_unknown_run_id_is_named(toy, home):
+    root, _ = toy
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--runs", "nosuchrun", "--data-root", str(root)])
+    assert isinstance(res.exception, ArtshiftError) and "no run 'nosuchrun'" in str(res.exception)
+    assert not (home / "cache" / "downstream").exists()
+
+
+def test_run_without_translations_records_nothing(toy, home):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    original, cyclegan = _runs(store, home, root, domain)
+    gone = Path(store.run(cyclegan)["run_dir"]) / "translated" / f"{domain.relpath(domain.paintings_test[0])}.png"
+    gone.unlink()
+    with pytest.raises(ArtshiftError, match=rf"run {cyclegan} \(cyclegan\) lacks 1 of 15 translations") as info:
+        downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, config=TOY_CFG)
+    assert "again (it resumes)" in str(info.value)
+    assert store.metrics_for(original) == [] and store.metrics_for(cyclegan) == []
+    assert not (home / "cache" / "downstream").exists()  # checked before any training
+
+
+def test_stray_file_or_missing_class_names_the_file_and_fix(toy, home):
+    root, _ = toy
+    stray = root / TOY / "photo" / "red" / "stray.png"
+    stray.write_bytes(_png((0, 0, 0), 1))
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--data-root", str(root)])
+    msg = str(res.exception)
+    assert isinstance(res.exception, ArtshiftError) and "photo/red/stray.png" in msg and "remove the extra ones" in msg
+    stray.unlink()
+    for p in (root / TOY / "art_painting" / "green").iterdir():
+        p.unlink()
+    (root / TOY / "art_painting" / "green").rmdir()
+    with pytest.raises(ArtshiftError, match="art_painting/green/pic_000.png"):
+        downstream.evaluate(TOY, profile="ci", data_root=root, home=home, config=TOY_CFG)
+
+
+# --- the real PACS ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_real_pacs_ci_end_to_end(shared_data, home):
+    """The ci classifier (<= 48 px, trained on one thread) beats the majority class (person, 0.259) on photo test."""
+    if not (shared_data / "pacs" / "photo").is_dir():
+        pytest.skip("PACS not in the shared data")
+    from benchmark.runner import execute
+
+    orig = execute("original", "pacs", profile="ci", data_root=shared_data, home=home, progress=False)
+    domain = data.ensure_domain("pacs", shared_data, home, allow_download=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = time.perf_counter()
+        clf = downstream.get_classifier(domain, downstream.config_for("ci"), home)
+        # timing is a benchmark (docs/benchmarks.md), not asserted: the CI machine's load varies
+        print(f"ci classifier: {time.perf_counter() - t:.1f}s on one thread")
+        assert clf.config.size <= 48
+    finally:
+        torch.set_num_threads(threads)
+    res = cli.invoke(app, ["downstream", "--artist", "pacs", "--profile", "ci", "--data-root", str(shared_data),
+                           "-q"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "cached" in res.output and f"run {orig.run_id}" in res.output
+    rows = {(r["metric"], r["layer"]): r for r in Store(home / "results.sqlite").metrics_for(orig.run_id)}
+    photo_majority = 432 / 1670
+    assert rows[("accuracy", "classifier:all")]["n_fake"] == 410
+    res2 = downstream.evaluate("pacs", profile="ci", data_root=shared_data, home=home)
+    assert res2.classifier.cached and res2.photo.n == 333
+    assert res2.photo.accuracy.low > photo_majority
