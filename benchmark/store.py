@@ -161,6 +161,19 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open_schema()
 
+    @classmethod
+    def for_reading(cls, path: Path) -> Store:
+        """Open for tables and reports: read-only, except that an old schema is migrated once when
+        the file can be written (a read-only old store gets an error saying so)."""
+        path = Path(path)
+        try:
+            return cls(path, read_only=True)
+        except ArtshiftError:
+            if path.is_file() and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+                cls(path)  # migrate
+                return cls(path, read_only=True)
+            raise
+
     def _check_readable(self) -> None:
         if not self.path.is_file():
             raise ArtshiftError(f"no results store at {self.path}",

@@ -1,4 +1,4 @@
-"""Registry, profiles/overrides, run spec, store and leaderboard: the harness plumbing."""
+"""Registry, profiles/overrides, run spec and store: the harness plumbing (leaderboards: test_leaderboard.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from benchmark.metrics import display_name
 from benchmark.profiles import apply_overrides, check_profile, parse_overrides
 from benchmark.spec import RunSpec
 from benchmark.store import MetricRow, Store
-from reports import leaderboard
 
 
 def test_registry_did_you_mean_and_no_duplicates():
@@ -95,41 +94,3 @@ def test_store_roundtrip_wal_and_only_done_runs_in_results(tmp_path):
     assert run["status"] == "done" and "torch" in run["provenance_json"]
     mode = sqlite3.connect(tmp_path / "r.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
-
-
-def test_leaderboard_layout_seeds_and_extractor_separation(tmp_path):
-    store = Store(tmp_path / "r.sqlite")
-    _add(store, "a", "cyclegan", "monet", [_row(2048, 50.0), _row(768, 0.4)], seed=0)
-    _add(store, "b", "cyclegan", "monet", [_row(2048, 54.0), _row(768, 0.6)], seed=1)
-    _add(store, "c", "original", "cezanne", [_row(2048, 170.0), _row(768, 1.3)])
-    _add(store, "d", "original", "cezanne", [_row(2048, 99.0, ext="pretrained:6726825d1234", tag="")])
-    blocks = leaderboard.build(store.results())
-    titles = [t for t, _ in blocks]
-    assert [t.split(" ")[0] for t in titles] == ["FID-2048", "FID-2048[random-init]", "FID-768[random-init]"]
-    assert all("\u2193 lower is better; layer inception:" in t for t in titles)
-    first = dict(blocks)[titles[1]]
-    assert list(first.columns) == ["monet", "cezanne"]
-    assert list(first.index) == ["original [smoke]", "cyclegan [smoke]"]
-    assert first.loc["cyclegan [smoke]", "monet"] == "52.00 +- 2.83 (2 seeds) (n=10/402)"
-    assert first.loc["cyclegan [smoke]", "cezanne"] == "-"
-    md = leaderboard.to_markdown(blocks)
-    # a method whose own network is random-init is labelled in its row
-    _add(store, "e", "gatys", "monet", [_row(2048, 80.0)])
-    store.finish_run("e", "done", method_weights="random-init:seed0:sd-abc")
-    rows = dict(leaderboard.build(store.results()))[titles[1]].index
-    assert "gatys [smoke, random-init network]" in rows
-    assert "cyclegan [smoke]" in rows and not any("nan" in r for r in rows)
-    # the same when the only runs are methods without their own network weights (all NULL)
-    plain = Store(tmp_path / "plain.sqlite")
-    _add(plain, "p", "cut", "monet", [_row(2048, 80.0)])
-    _add(plain, "q", "gatys", "monet", [_row(2048, 70.0)])
-    plain.finish_run("q", "done", method_weights="random-init:seed0:sd-abc")
-    assert list(leaderboard.build(plain.results())[0][1].index) == ["gatys [smoke, random-init network]",
-                                                                      "cut [smoke]"]
-    assert "| original [smoke] | - | 170.00 (n=10/402) |" in md
-    # a pretrained-weights value never lands in a random-init block
-    assert "99.00" in md.split("### FID-2048[random-init]")[0]
-    assert "99.00" not in md.split("### FID-2048[random-init]")[1]
-    csv = leaderboard.to_csv(store.results())
-    assert csv.splitlines()[0].startswith("method,profile,artist,seed,method_weights,display_name")
-    assert len(csv.strip().splitlines()) == 1 + 8  # one line per stored value
