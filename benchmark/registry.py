@@ -8,13 +8,12 @@ Adding a method, extractor or metric = one ``register`` line at the bottom of th
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 
 T = TypeVar("T")
 
@@ -50,8 +49,7 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
-            close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
-            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+            hint = did_you_mean(name, self._entries, n=3, cutoff=0.5)
             known = ", ".join(sorted(self._entries))
             raise ArtshiftError(f"unknown {self.kind} {name!r} (known: {known})", hint=hint)
         return self._entries[name]
@@ -91,17 +89,35 @@ extractors.register("vgg19", "benchmark.tv_features:create_vgg19",
                     "torchvision VGG-19 (ImageNet): relu1_1 ... relu5_1 pooled, fc7")
 extractors.register("resnet152", "benchmark.tv_features:create_resnet152",
                     "torchvision ResNet-152 (ImageNet): stem, layer1 ... layer4, pooled")
+extractors.register("inception-tv2018", "benchmark.tv_inception2018:create",
+                    "torchvision ImageNet Inception-v3 as the 2018 pytorch-fid used it (Tomei et al.): 64/192/768/2048")
 
 # --- metrics -------------------------------------------------------------------------------
 metrics.register("fid", "benchmark.metrics.fid:METRIC",
                  "Frechet distance between Gaussian fits of real and generated features")
 metrics.register("kid", "benchmark.metrics.kid:METRIC",
                  "kernel inception distance: unbiased MMD^2 with a cubic polynomial kernel")
+metrics.register("shift_kid", "benchmark.metrics.shift:KID", "KID to photo half A, per VGG-19/ResNet-152 layer (bench shift)")
+metrics.register("shift_floor", "benchmark.metrics.shift:FLOOR", "noise floor: photo half B at the set's n vs half A (bench shift)")
+metrics.register("shift_fd", "benchmark.metrics.shift:FD", "Frechet distance to photo half A where n > dims (bench shift)")
+metrics.register("shift_gap", "benchmark.metrics.shift:GAP", "share of the paintings' KID gap a translation closes (bench shift)")
+metrics.register("cka", "benchmark.metrics.shift:CKA", "debiased linear CKA, painting vs its translation (bench shift)")
+metrics.register("cka_perm", "benchmark.metrics.shift:CKA_PERM", "CKA permutation baseline: pairs shuffled (bench shift)")
+metrics.register("accuracy", "benchmark.metrics.accuracy:ACCURACY",
+                 "downstream accuracy of the photo-trained PACS classifier (bench downstream)")
+metrics.register("balanced_accuracy", "benchmark.metrics.accuracy:BALANCED",
+                 "downstream mean per-class accuracy (bench downstream)")
+metrics.register("class_accuracy", "benchmark.metrics.accuracy:PER_CLASS",
+                 "downstream accuracy on one class, layer classifier:<class> (bench downstream)")
 
 # --- command groups ------------------------------------------------------------------------
 commands.register("run", "benchmark.cli.run:register", "methods, run, eval: list methods, run one, evaluate a folder")
 commands.register("leaderboard", "reports.cli:register", "leaderboard: every finished run in the paper's layout")
+commands.register("reproduce", "reports.paper_cli:register", "reproduce tomei2018: the paper's table beside ours")
 commands.register("data", "benchmark.cli.data:register", "data list|fetch|verify: dataset manifests and downloads")
 commands.register("weights", "benchmark.cli.weights:register", "weights list|fetch|import|verify: weight files")
 commands.register("stats", "benchmark.cli.stats:register", "stats export|fid: pytorch-fid-compatible statistics")
+commands.register("downstream", "benchmark.cli.downstream:register", "downstream: photo-classifier accuracy on PACS")
+commands.register("shift", "reports.shift_cli:register", "shift: distance to photos and content kept, per VGG-19/ResNet-152 layer")
 commands.register("bank", "methods.bank_cli:register", "bank build: memory banks of real photo patches for 'ours'")
+commands.register("study", "reports.study_cli:register", "study make|serve|tally: user studies in the paper's protocols")
