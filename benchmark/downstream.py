@@ -351,14 +351,7 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
     truth = np.array([index[domain.labels[p]] for p in paintings])
     translated: list[tuple[Any, list[Path]]] = []
     for run in runs:
-        outputs = [run.output(domain.relpath(p)) for p in paintings]
-        missing = [o for o in outputs if not o.exists()]
-        if missing:
-            raise ArtshiftError(f"run {run.run_id} ({run.method}) lacks {len(missing)} of {len(outputs)} translations "
-                                f"of the {artist} test paintings, e.g. {missing[0]}",
-                                hint=f"run `bench run --method {run.method} --artist {run.artist} --profile "
-                                     f"{run.profile} --seed {run.seed}` again (it resumes), or leave the run out")
-        translated.append((run, outputs))
+        translated.append((run, run.translations(domain)))
 
     say = log_fn or (lambda _m: None)
     clf = get_classifier(domain, cfg, home, device=device, progress=progress)

@@ -376,15 +376,15 @@ RANDOM_BN_WEIGHT = 0.5
 RANDOM_BN_BIAS = 0.5
 
 
-def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
-    """Seeded He-normal convolutions; BatchNorm statistics are re-estimated later.
+def init_random_(net: nn.Module, seed: int) -> nn.Module:
+    """Seeded He-normal convolutions and BatchNorms that output 0.5 z + 0.5 (statistics re-estimated later).
 
     Every BatchNorm outputs 0.5 * z + 0.5 (z standardised), so ~84% of the ReLUs pass: with the
     usual 1 * z + 0 half of them cut, deep features then depend on many cancellations and float32
     rounding is amplified ~100x through the 17 conv layers (2e-5 relative at 2048 dims against
     float64, versus 2e-7 here), which would make parity checks with other libraries meaningless.
+    Shared by every Inception-v3 here (the FID network and torchvision's, ``inception-tv2018``).
     """
-    net = FIDInceptionV3()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in net.modules():
@@ -396,7 +396,12 @@ def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
-    return net.state_dict()
+    return net
+
+
+def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """The FID Inception with ``init_random_`` weights."""
+    return init_random_(FIDInceptionV3(), seed).state_dict()
 
 
 def calibration_subset(paths: Sequence[Path], n: int = CALIBRATION_MAX) -> list[Path]:

@@ -298,6 +298,18 @@ class FinishedRun:
         name = f"{Path(rel).stem}.png" if self.spec.spec_version == 1 else output_name(rel)
         return self.run_dir / "translated" / name
 
+    def translations(self, domain: data.Domain) -> list[Path]:
+        """This run's translation of every test painting of ``domain``, in order, or an error
+        naming what is missing and how to finish it."""
+        outputs = [self.output(domain.relpath(p)) for p in domain.paintings_test]
+        missing = [o for o in outputs if not o.is_file()]
+        if missing:
+            raise ArtshiftError(f"run {self.run_id} ({self.method}) lacks {len(missing)} of its {len(outputs)} "
+                                f"translations, e.g. {missing[0]}",
+                                hint=f"resume it with `bench run --method {self.method} --artist {self.artist} "
+                                     f"--profile {self.profile} --seed {self.seed}`, or leave it out")
+        return outputs
+
 
 def find_run(store: Store, *, run_id: str | None = None, method: str | None = None, artist: str | None = None,
              profile: str = "smoke", seed: int = 0) -> FinishedRun:

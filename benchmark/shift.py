@@ -301,16 +301,7 @@ def standardise(a: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 # --- choosing the sets ---------------------------------------------------------------------------
 
 def _translations(run: Any, domain: data.Domain) -> list[Path]:
-    from benchmark.runner import painting_sources
-
-    outputs = [run.output(rel) for _, rel in painting_sources(domain)]
-    missing = [o for o in outputs if not o.is_file()]
-    if missing:
-        raise ArtshiftError(f"run {run.run_id} ({run.method}) lacks {len(missing)} of its {len(outputs)} "
-                            f"translations, e.g. {missing[0]}",
-                            hint=f"resume it with `bench run --method {run.method} --artist {run.artist} "
-                                 f"--profile {run.profile} --seed {run.seed}`, or leave it out of --runs")
-    return outputs
+    return run.translations(domain)
 
 
 def choose_sets(store: Store, domain: data.Domain, artist: str, profile: str, seed: int,

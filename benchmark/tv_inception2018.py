@@ -33,7 +33,7 @@ from torchvision.models import inception as tvi
 from benchmark.data import load_image
 from benchmark.errors import ArtshiftError
 from benchmark.extractor import cached_calibration, check_layers, random_init_id, resolve_pretrained
-from benchmark.features import RANDOM_BN_BIAS, RANDOM_BN_WEIGHT, _state_dict_hash, load_weights_file
+from benchmark.features import _state_dict_hash, init_random_, load_weights_file
 from benchmark.tv_features import _no_tf32, calibrate_batchnorm_
 from benchmark.vgg import IMAGENET_MEAN, IMAGENET_STD
 
@@ -140,19 +140,7 @@ def random_inception3(seed: int) -> tvi.Inception3:
     every layer; after the 2048-dim pool a few photos then dominate the features, and FIDs between
     two halves of one photo set varied by thousands from draw to draw.
     """
-    net = build_inception3()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, RANDOM_BN_WEIGHT)
-                nn.init.constant_(m.bias, RANDOM_BN_BIAS)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
-    return net
+    return init_random_(build_inception3(), seed)
 
 
 def calibrated_random(seed: int, paths: Sequence[Path], progress: bool = False) -> dict[str, torch.Tensor]:

@@ -245,9 +245,9 @@ def test_run_without_translations_records_nothing(toy, home):
     original, cyclegan = _runs(store, home, root, domain)
     gone = Path(store.run(cyclegan)["run_dir"]) / "translated" / f"{domain.relpath(domain.paintings_test[0])}.png"
     gone.unlink()
-    with pytest.raises(ArtshiftError, match=rf"run {cyclegan} \(cyclegan\) lacks 1 of 15 translations") as info:
+    with pytest.raises(ArtshiftError, match=rf"run {cyclegan} \(cyclegan\) lacks 1 of its 15 translations") as info:
         downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, config=TOY_CFG)
-    assert "again (it resumes)" in str(info.value)
+    assert "resume it with `bench run --method cyclegan" in str(info.value)
     assert store.metrics_for(original) == [] and store.metrics_for(cyclegan) == []
     assert not (home / "cache" / "downstream").exists()  # checked before any training
 
