@@ -387,3 +387,58 @@ def report(ref: Reference, profile: str, artists: list[str], *, home: Path | Non
             lines.append("")
     lines += ["No p-value is given: with 4 methods the smallest exact Kendall p-value is 0.083.", ""]
     return "\n".join(lines)
+
+
+# --- user studies: the paper's Tables 2-3 beside a tally.json of `bench study tally` -------------
+
+_STUDY_ROWS = {"realism": "Realism of the generation", "coherency": "Coherency with the painting"}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def study_report(ref: Reference, folders: list[Path]) -> str:
+    """Each study folder's tally (``tally.json``) beside the published Table 2 or 3, with deltas in points."""
+    from reports.user_study import SCHEMA_VERSION, TALLY_KIND
+
+    lines = ["", "## User studies: the paper's Tables 2-3 beside ours", ""]
+    for folder in folders:
+        path = Path(folder) / "tally.json"
+        try:
+            tally = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtshiftError(f"cannot read {path}: {exc}", hint=f"run `bench study tally --dir {folder}` first") \
+                from None
+        if tally.get("kind") != TALLY_KIND or tally.get("schema_version") != SCHEMA_VERSION:
+            raise ArtshiftError(f"{path} is not a tally of this artshift (kind {tally.get('kind')!r}, schema "
+                                f"{tally.get('schema_version')!r})", hint=f"tally it again: `bench study tally --dir {folder}`")
+        proto, counts = tally["protocol"], tally["counts"]
+        lines.append(f"{folder}: {proto}, {tally.get('artist')}, {counts['participants_tallied']} participants, "
+                     f"{counts['trials_tallied']} trials ({tally['interval']['headline']})")
+        lines.append("")
+        if proto in _STUDY_ROWS:
+            published = next(r for r in ref.raw["table2"]["rows"] if r["test"] == _STUDY_ROWS[proto])
+            lines += ["| method | paper | artshift [95% CI] | delta (points) |", "|---|---|---|---|"]
+            for r in tally["rows"]:
+                paper = published.get(r["method"])
+                ours = r["share"]
+                delta = "" if paper is None or ours is None else f"{100 * ours - paper:+.1f}"
+                ci = "" if r.get("low") is None else f" [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+                lines.append(f"| {r['method']} | {'-' if paper is None else f'{paper:.1f}%'} | {_pct(ours)}{ci} | "
+                             f"{delta} |")
+        else:
+            published = {r["scale"]: r for r in ref.raw["table3"]["rows"]}
+            lines += ["| scale | method | paper: generated chosen | artshift [95% CI] | delta (points) |",
+                      "|---|---|---|---|---|"]
+            for r in tally["rows"]:
+                paper = published.get(f"{r['scale']}x{r['scale']}", {}).get("generated")
+                gen = r["generated"]
+                delta = "" if paper is None or gen["share"] is None else f"{100 * gen['share'] - paper:+.1f}"
+                ci = "" if gen.get("low") is None else f" [{100 * gen['low']:.1f}, {100 * gen['high']:.1f}]"
+                lines.append(f"| {r['scale']}x{r['scale']} | {r['method']} | "
+                             f"{'-' if paper is None else f'{paper:.1f}%'} | {_pct(gen['share'])}{ci} | {delta} |")
+        lines.append("")
+    lines.append("The paper's studies used its own participants and trained models; read the deltas as a check of "
+                 "the protocol, not of the paper.")
+    return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ def reproduce_cmd(
     device: str = typer.Option("cpu", "--device"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the report to this file"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    study: list[Path] = typer.Option([], "--study", help="a `bench study` folder whose tally.json goes beside "
+                                                         "the paper's Tables 2-3 (repeatable)"),
 ) -> None:
     """Run the paper's missing cells (resumable), then print paper | artshift | delta, Kendall tau and a verdict."""
     from reports import paper as paper_mod
@@ -42,6 +44,8 @@ def reproduce_cmd(
                                            progress=not quiet):
             out.print(escape(step), highlight=False)
     text = paper_mod.report(ref, profile, artists, home=home, data_root=data_root, device=device, no_run=no_run)
+    if study:
+        text += paper_mod.study_report(ref, study)
     sys.stdout.write(text)
     if output is not None:
         write_text(text, output)

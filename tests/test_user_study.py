@@ -484,3 +484,23 @@ def test_cli_make_and_tally_on_finished_runs(shared_data, home, tmp_path):
                               "cyclegan,ours", "--profile", "smoke", "--participants", "1", "--trials", "3", "--out",
                               str(tmp_path / "y"), "--home", str(home), "--data-root", str(shared_data)])
     assert res.exit_code != 0 and "no finished ours run" in str(res.exception)
+
+
+def test_reproduce_places_tallies_beside_the_papers_tables(tmp_path, sources):
+    from reports import paper
+
+    made = make(tmp_path / "realism", sources, participants=2, trials=10, catch=0, practice=0)
+    key = json.loads((made.folder / "key" / "key.json").read_text())
+    answers = _answers_from(key, lambda r: next(s for s in us.SIDES if r[s]["method"] == "ours"))
+    (made.folder / "tally.json").write_text(json.dumps(us.tally(key, answers)))
+    real = make(tmp_path / "vsreal", sources, "vs-real", participants=2, trials=6, catch=0, practice=0)
+    rkey = json.loads((real.folder / "key" / "key.json").read_text())
+    ranswers = _answers_from(rkey, lambda r: next(s for s in us.SIDES if r[s]["method"] == us.REAL))
+    (real.folder / "tally.json").write_text(json.dumps(us.tally(rkey, ranswers)))
+    text = paper.study_report(paper.reference("tomei2018"), [made.folder, real.folder])
+    assert "| ours | 58.4% | 100.0%" in text and "+41.6 |" in text  # everyone chose ours: 100 - 58.4
+    assert "| cyclegan | 41.6% | 0.0%" in text and "-41.6 |" in text
+    assert "| 256x256 | ours | 4.9% | 0.0%" in text and "-4.9 |" in text and "| 128x128 | cyclegan | 12.0%" in text
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtshiftError, match="bench study tally --dir"):
+        paper.study_report(paper.reference("tomei2018"), [tmp_path / "empty"])
