@@ -121,3 +121,4 @@ commands.register("downstream", "benchmark.cli.downstream:register", "downstream
 commands.register("shift", "reports.shift_cli:register", "shift: distance to photos and content kept, per VGG-19/ResNet-152 layer")
 commands.register("bank", "methods.bank_cli:register", "bank build: memory banks of real photo patches for 'ours'")
 commands.register("study", "reports.study_cli:register", "study make|serve|tally: user studies in the paper's protocols")
+commands.register("grid", "reports.grid_cli:register", "grid: paintings beside each method's translation (PNG + PDF)")
