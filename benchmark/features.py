@@ -42,6 +42,7 @@ from benchmark.extractor import (
     FeatureExtractor,
     cached_calibration,
     check_layers,
+    no_tf32,
     random_init_id,
     resolve_pretrained,
 )
@@ -362,7 +363,7 @@ class FIDInceptionExtractor:
     def __call__(self, batch: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         wanted = check_layers(self, layers)
         dims = [self.widths[k] for k in wanted]
-        with torch.inference_mode():
+        with torch.inference_mode(), no_tf32(self.device):
             out = self.fused(batch.to(self.device, torch.float32), dims)
         return {k: out[d] for k, d in zip(wanted, dims, strict=True)}
 

@@ -27,9 +27,8 @@ Such an extractor says so in its ``id`` and in the display tag of every metric c
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from torchvision import models as tvm
 
 from benchmark.data import load_image
 from benchmark.errors import ArtshiftError
-from benchmark.extractor import cached_calibration, check_layers, layer_id, random_init_id, resolve_pretrained
+from benchmark.extractor import cached_calibration, check_layers, layer_id, no_tf32, random_init_id, resolve_pretrained
 from benchmark.features import _state_dict_hash, load_weights_file, resize_clean
 from benchmark.vgg import IMAGENET_MEAN, IMAGENET_STD, kaiming_fan_in_
 
@@ -185,25 +184,6 @@ RESNET152 = Network(
     lambda: _meta(tvm.resnet152), calibrated_random_resnet152)
 
 
-@contextlib.contextmanager
-def _no_tf32(device: torch.device) -> Iterator[None]:
-    """Full float32 convolutions and matrix products on CUDA.
-
-    PyTorch lets cuDNN convolutions run in TF32 by default; on an H100 that moved the deep
-    random-init features by 10-30% of their range from the CPU's (full float32: <1e-3), and
-    features must not depend on the GPU's math mode.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 class TorchvisionExtractor:
     """Callable feature extractor: preprocessed batch -> {layer id: float32 [B, width]}."""
 
@@ -251,7 +231,7 @@ class TorchvisionExtractor:
 
     def __call__(self, batch: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         wanted = check_layers(self, layers)
-        with torch.inference_mode(), _no_tf32(self.device):
+        with torch.inference_mode(), no_tf32(self.device):
             x = batch.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
             out = self._graph(wanted)(x)
             return {k: (out[k].mean((2, 3)) if out[k].ndim == 4 else out[k]).float() for k in wanted}

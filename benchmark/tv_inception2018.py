@@ -32,9 +32,9 @@ from torchvision.models import inception as tvi
 
 from benchmark.data import load_image
 from benchmark.errors import ArtshiftError
-from benchmark.extractor import cached_calibration, check_layers, random_init_id, resolve_pretrained
+from benchmark.extractor import cached_calibration, check_layers, no_tf32, random_init_id, resolve_pretrained
 from benchmark.features import _state_dict_hash, init_random_, load_weights_file
-from benchmark.tv_features import _no_tf32, calibrate_batchnorm_
+from benchmark.tv_features import calibrate_batchnorm_
 from benchmark.vgg import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("artshift.features")
@@ -125,7 +125,7 @@ class TV2018InceptionExtractor:
     def __call__(self, batch: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         wanted = check_layers(self, layers)
         dims = [self.widths[k] for k in wanted]
-        with torch.inference_mode(), _no_tf32(self.device):
+        with torch.inference_mode(), no_tf32(self.device):
             out = self.blocks(batch.to(self.device, torch.float32), dims)
         return {k: out[d].float() for k, d in zip(wanted, dims, strict=True)}
 

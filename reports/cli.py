@@ -43,6 +43,7 @@ def leaderboard_cmd(
     from benchmark.store import Store
     from reports import leaderboard
 
+    leaderboard.check_format(fmt)
     path = paths.home(home) / "results.sqlite"
     if not path.is_file():  # no store yet: say how to make a first run
         sys.stdout.write(leaderboard.EMPTY)

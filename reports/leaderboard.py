@@ -37,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.data import ARTISTS
-from benchmark.errors import ArtshiftError
+from benchmark.errors import ArtshiftError, did_you_mean
 from benchmark.metrics import arrow
 
 FORMATS = ("md", "latex", "csv", "html", "json")
@@ -421,14 +421,16 @@ def to_csv(df: pd.DataFrame, *, artists: list[str] | None = None, metrics: list[
         CSV_COLUMNS].to_csv(index=False, lineterminator="\n")
 
 
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ArtshiftError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})",
+                            hint=did_you_mean(fmt, FORMATS, otherwise="e.g. --format md"))
+    return fmt
+
+
 def render(store: Any, fmt: str, *, artists: list[str] | None = None, metrics: list[str] | None = None) -> str:
     """``bench leaderboard``: the store's leaderboard in ``fmt``, after checking the names asked for."""
-    if fmt not in FORMATS:
-        import difflib
-
-        close = difflib.get_close_matches(fmt, FORMATS, n=1)
-        raise ArtshiftError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})",
-                            hint=f"did you mean {close[0]!r}?" if close else "e.g. --format md")
+    check_format(fmt)
     df, runs = load(store)
     check_filters(df, runs, artists, metrics)
     if runs.empty:
