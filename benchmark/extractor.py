@@ -76,6 +76,26 @@ def split_layer(layer: str) -> tuple[str, str]:
     return network, name
 
 
+def unknown_resize_mode(mode: str, known: Sequence[str]) -> ArtshiftError:
+    return ArtshiftError(f"unknown resize mode {mode!r} (known: {', '.join(known)})")
+
+
+def check_resize_mode(mode: str, known: Sequence[str]) -> str:
+    if mode not in known:
+        raise unknown_resize_mode(mode, known)
+    return mode
+
+
+def load_strict(net: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, hint: str, *,
+                assign: bool = False) -> torch.nn.Module:
+    """``net`` with ``state_dict`` loaded strictly, or one line saying which weights do not fit."""
+    try:
+        net.load_state_dict(state_dict, strict=True, assign=assign)
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise ArtshiftError(f"weights do not fit {what}: {str(exc).splitlines()[0]}", hint=hint) from None
+    return net
+
+
 def check_layers(extractor: FeatureExtractor, layers: Sequence[str] | None) -> tuple[str, ...]:
     """The requested layers (all when None), or an error naming the unknown ones and the known."""
     if layers is None:

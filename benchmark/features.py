@@ -42,9 +42,12 @@ from benchmark.extractor import (
     FeatureExtractor,
     cached_calibration,
     check_layers,
+    check_resize_mode,
+    load_strict,
     no_tf32,
     random_init_id,
     resolve_pretrained,
+    unknown_resize_mode,
 )
 
 if TYPE_CHECKING:
@@ -307,7 +310,7 @@ def preprocess(img: np.ndarray, mode: str) -> torch.Tensor:
     if mode == "torch-fidelity":
         x = _tf1_bilinear(t.float(), INPUT_SIZE)
         return (x - 128) / 128
-    raise ArtshiftError(f"unknown resize mode {mode!r} (known: {', '.join(RESIZE_MODES)})")
+    raise unknown_resize_mode(mode, RESIZE_MODES)
 
 
 # --- the extractor ---------------------------------------------------------------------------
@@ -331,15 +334,10 @@ class FIDInceptionExtractor:
 
     def __init__(self, state_dict: dict[str, torch.Tensor], *, id: str, display_tag: str = "",
                  resize_mode: str = "clean", device: str | torch.device = "cpu"):
-        if resize_mode not in RESIZE_MODES:
-            raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+        check_resize_mode(resize_mode, RESIZE_MODES)
         net = FIDInceptionV3()
-        try:
-            net.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ArtshiftError(f"weights do not fit the FID Inception network: {str(exc).splitlines()[0]}",
-                                hint="expected a state dict in the format of pt_inception-2015-12-05-6726825d.pth") \
-                from None
+        load_strict(net, state_dict, "the FID Inception network",
+                    "expected a state dict in the format of pt_inception-2015-12-05-6726825d.pth")
         self.network = net.eval()
         self.id = id
         self.display_tag = display_tag
@@ -475,8 +473,7 @@ def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path 
     to random-init with a warning (its metrics are then labelled ``[random-init]``). A present
     but corrupt file is an error in every mode, never a silent fallback.
     """
-    if resize_mode not in RESIZE_MODES:
-        raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+    check_resize_mode(resize_mode, RESIZE_MODES)
     found = resolve_pretrained(WEIGHTS_NAME, "FID Inception", weights, home=home, allow_download=allow_download,
                                progress=progress)
     if found is not None:
@@ -603,7 +600,6 @@ def copy_extractor(extractor: FIDInceptionExtractor, resize_mode: str) -> FIDInc
     # (Inception only: its three resize modes share one network)
     """The same weights with another resize mode (shares nothing mutable)."""
     other = copy.copy(extractor)
-    if resize_mode not in RESIZE_MODES:
-        raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+    check_resize_mode(resize_mode, RESIZE_MODES)
     other.resize_mode = resize_mode
     return other

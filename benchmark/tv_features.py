@@ -38,8 +38,17 @@ from torch import nn
 from torchvision import models as tvm
 
 from benchmark.data import load_image
-from benchmark.errors import ArtshiftError
-from benchmark.extractor import cached_calibration, check_layers, layer_id, no_tf32, random_init_id, resolve_pretrained
+from benchmark.extractor import (
+    cached_calibration,
+    check_layers,
+    check_resize_mode,
+    layer_id,
+    load_strict,
+    no_tf32,
+    random_init_id,
+    resolve_pretrained,
+    unknown_resize_mode,
+)
 from benchmark.features import _state_dict_hash, load_weights_file, resize_clean
 from benchmark.vgg import IMAGENET_MEAN, IMAGENET_STD, kaiming_fan_in_
 
@@ -61,7 +70,7 @@ def preprocess(img: np.ndarray, mode: str = "clean") -> torch.Tensor:
     """One RGB uint8 image (H x W x 3), whole (no crop) -> 3 x 224 x 224 float32 network input."""
     if mode == "clean":
         return (torch.from_numpy(resize_clean(img, INPUT_SIZE)) / 255 - _MEAN) / _STD
-    raise ArtshiftError(f"unknown resize mode {mode!r} (known: {', '.join(RESIZE_MODES)})")
+    raise unknown_resize_mode(mode, RESIZE_MODES)
 
 
 def _calibration_batches(paths: Sequence[Path], batch_size: int = CALIBRATION_BATCH) -> list[torch.Tensor]:
@@ -189,15 +198,11 @@ class TorchvisionExtractor:
 
     def __init__(self, network: Network, state_dict: dict[str, torch.Tensor], *, id: str, display_tag: str = "",
                  resize_mode: str = "clean", device: str | torch.device = "cpu"):
-        if resize_mode not in RESIZE_MODES:
-            raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+        check_resize_mode(resize_mode, RESIZE_MODES)
         net = network.build()
-        try:
-            net.load_state_dict(state_dict, strict=True, assign=True)
-        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
-            raise ArtshiftError(f"weights do not fit torchvision's {network.title}: {str(exc).splitlines()[0]}",
-                                hint=f"expected the state dict of torchvision's {network.name} (ImageNet) file: "
-                                     f"`bench weights fetch {network.name}`") from None
+        load_strict(net, state_dict, f"torchvision's {network.title}",
+                    f"expected the state dict of torchvision's {network.name} (ImageNet) file: "
+                    f"`bench weights fetch {network.name}`", assign=True)
         for m in net.modules():
             if isinstance(m, nn.ReLU):
                 m.inplace = False  # a returned activation must never be overwritten later in the graph
@@ -245,8 +250,7 @@ def get_extractor(network: Network, weights: str = "auto", resize_mode: str = "c
                   device: str | torch.device = "cpu", allow_download: bool = True,
                   progress: bool = False) -> TorchvisionExtractor:
     """``network`` with ``pretrained``, ``random`` (calibrated) or ``auto`` weights (as the FID Inception)."""
-    if resize_mode not in RESIZE_MODES:
-        raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+    check_resize_mode(resize_mode, RESIZE_MODES)
     found = resolve_pretrained(network.name, network.title, weights, home=home, allow_download=allow_download,
                                progress=progress)
     if found is not None:

@@ -31,8 +31,15 @@ from torch import nn
 from torchvision.models import inception as tvi
 
 from benchmark.data import load_image
-from benchmark.errors import ArtshiftError
-from benchmark.extractor import cached_calibration, check_layers, no_tf32, random_init_id, resolve_pretrained
+from benchmark.extractor import (
+    cached_calibration,
+    check_layers,
+    check_resize_mode,
+    load_strict,
+    no_tf32,
+    random_init_id,
+    resolve_pretrained,
+)
 from benchmark.features import _state_dict_hash, init_random_, load_weights_file
 from benchmark.tv_features import calibrate_batchnorm_
 from benchmark.vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -54,8 +61,7 @@ _SHIFT = torch.tensor([(m - 0.5) / 0.5 for m in IMAGENET_MEAN]).view(3, 1, 1)
 
 def preprocess(img: np.ndarray, mode: str = "pytorch-fid-2018") -> torch.Tensor:
     """One RGB uint8 image (H x W x 3) -> 3 x 299 x 299 float32 input, as the 2018 pytorch-fid built it."""
-    if mode not in RESIZE_MODES:
-        raise ArtshiftError(f"unknown resize mode {mode!r} (known: {', '.join(RESIZE_MODES)})")
+    check_resize_mode(mode, RESIZE_MODES)
     x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
     x = F.interpolate(x[None], size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)[0]
     return x * _SCALE + _SHIFT
@@ -101,15 +107,10 @@ class TV2018InceptionExtractor:
 
     def __init__(self, state_dict: dict[str, torch.Tensor], *, id: str, display_tag: str = "",
                  resize_mode: str = "pytorch-fid-2018", device: str | torch.device = "cpu"):
-        if resize_mode not in RESIZE_MODES:
-            raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+        check_resize_mode(resize_mode, RESIZE_MODES)
         net = build_inception3()
-        try:
-            net.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
-            raise ArtshiftError(f"weights do not fit torchvision's Inception-v3: {str(exc).splitlines()[0]}",
-                                hint=f"expected {WEIGHTS_NAME} (inception_v3_google-0cc3c7bd.pth): "
-                                     f"`bench weights fetch {WEIGHTS_NAME}`") from None
+        load_strict(net, state_dict, "torchvision's Inception-v3",
+                    f"expected {WEIGHTS_NAME} (inception_v3_google-0cc3c7bd.pth): `bench weights fetch {WEIGHTS_NAME}`")
         self.device = torch.device(device)
         self.blocks = Blocks(net.eval().requires_grad_(False)).eval().to(self.device)
         self.id = id
@@ -158,8 +159,7 @@ def get_extractor(weights: str = "auto", resize_mode: str = "pytorch-fid-2018", 
                   device: str | torch.device = "cpu", allow_download: bool = True,
                   progress: bool = False) -> TV2018InceptionExtractor:
     """``pretrained`` (the torchvision file), ``random`` (calibrated) or ``auto`` (as the FID Inception)."""
-    if resize_mode not in RESIZE_MODES:
-        raise ArtshiftError(f"unknown resize mode {resize_mode!r} (known: {', '.join(RESIZE_MODES)})")
+    check_resize_mode(resize_mode, RESIZE_MODES)
     found = resolve_pretrained(WEIGHTS_NAME, "torchvision Inception-v3", weights, home=home,
                                allow_download=allow_download, progress=progress)
     if found is not None:
