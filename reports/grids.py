@@ -66,7 +66,10 @@ def newest_runs(store: Any, artist: str, profile: str) -> list[dict[str, Any]]:
     newest: dict[str, dict[str, Any]] = {}
     for r in rows:
         newest.setdefault(r["method"], dict(r))
-    return [newest[m] for m in sorted(newest)]
+    from reports.leaderboard import METHOD_ORDER
+
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return [newest[m] for m in sorted(newest, key=lambda m: (order.get(m, len(order)), m))]
 
 
 def resolve_runs(store: Any, artist: str, profile: str, run_ids: list[str]) -> list[Any]:

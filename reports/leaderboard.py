@@ -79,7 +79,8 @@ def runs_table(store: Any) -> pd.DataFrame:
     con = sqlite3.connect(store.path, timeout=30)
     try:
         runs = pd.read_sql_query("SELECT run_id, kind, method, artist, profile, seed, spec_json, data_fingerprint, run_dir, "
-                                 "method_weights, status, updated_at FROM runs", con)
+                                 "method_weights, status, updated_at, created_at, spec_version, error, timings_json, "
+                                 "provenance_json FROM runs", con)
     finally:
         con.close()
     return runs.assign(overrides=[overrides_of(s) if k == "run" else "" for s, k in zip(runs.spec_json, runs.kind)])
@@ -347,18 +348,18 @@ def to_latex(board: Board) -> str:
     return "% " + LEGEND + "\n" + "\n".join(parts) + notes
 
 
-def to_html(board: Board) -> str:
-    """A standalone page: one ``<table>`` per block, nothing loaded from elsewhere."""
+TABLE_CSS = ("table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:bold}"
+             "th,td{border:1px solid #bbb;padding:2px 8px}td{text-align:right}")
+
+
+def html_tables(board: Board) -> str:
+    """The blocks as ``<table class="leaderboard">`` elements, legend and footnotes: the part that
+    ``bench report`` embeds in its pages."""
     e = html.escape
     out = io.StringIO()
-    out.write('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>artshift leaderboard</title>\n'
-              "<style>table{border-collapse:collapse;margin:1em 0}caption{text-align:left;font-weight:bold}"
-              "th,td{border:1px solid #bbb;padding:2px 8px}td{text-align:right}</style>\n</head>\n<body>\n"
-              "<h1>artshift leaderboard</h1>\n")
-    if not board:
-        out.write(f"<p>{e(EMPTY.strip())}</p>\n")
     for block in board:
-        out.write(f"<table>\n<caption>{e(block.title)}</caption>\n<thead><tr><th>method</th>"
+        out.write(f'<table class="leaderboard" data-metric="{e(block.metric)}" data-layer="{e(block.layer)}">\n'
+                  f"<caption>{e(block.title)}</caption>\n<thead><tr><th>method</th>"
                   + "".join(f"<th>{e(a)}</th>" for a in block.columns) + "</tr></thead>\n<tbody>\n")
         for row in block.rows:
             tds = []
@@ -373,8 +374,15 @@ def to_html(board: Board) -> str:
         out.write(f"<p>{e(LEGEND)}</p>\n")
     if board.footnotes:
         out.write("<ol>\n" + "".join(f"<li>{e(n)}</li>\n" for n in board.footnotes) + "</ol>\n")
-    out.write("</body>\n</html>\n")
     return out.getvalue()
+
+
+def to_html(board: Board) -> str:
+    """A standalone page: one ``<table>`` per block, nothing loaded from elsewhere."""
+    e = html.escape
+    body = html_tables(board) if board else f"<p>{e(EMPTY.strip())}</p>\n"
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>artshift leaderboard</title>\n'
+            f"<style>{TABLE_CSS}</style>\n</head>\n<body>\n<h1>artshift leaderboard</h1>\n{body}</body>\n</html>\n")
 
 
 def _num(v: Any) -> Any:

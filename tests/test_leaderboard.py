@@ -161,7 +161,7 @@ HTML = r"""
 </head>
 <body>
 <h1>artshift leaderboard</h1>
-<table>
+<table class="leaderboard" data-metric="fid" data-layer="inception:2048">
 <caption>FID-2048 ↓ lower is better; layer inception:2048, extractor pretrained:6726825d1234, resize clean</caption>
 <thead><tr><th>method</th><th>monet</th></tr></thead>
 <tbody>
@@ -169,7 +169,7 @@ HTML = r"""
 <tr><th>cyclegan [paper]</th><td><b>60.00 (n=10/402)</b></td></tr>
 </tbody>
 </table>
-<table>
+<table class="leaderboard" data-metric="fid" data-layer="inception:2048">
 <caption>FID-2048[random-init] ↓ lower is better; layer inception:2048, extractor random-init:sd-1:cal-2, resize clean</caption>
 <thead><tr><th>method</th><th>monet</th><th>vangogh</th></tr></thead>
 <tbody>
@@ -179,7 +179,7 @@ HTML = r"""
 <tr><th>ours [smoke]</th><td>- (1 failed)</td><td><b>99.00 (n=10/402)</b></td></tr>
 </tbody>
 </table>
-<table>
+<table class="leaderboard" data-metric="kid" data-layer="inception:2048">
 <caption>KID-2048[random-init] (x1e3) ↓ lower is better; layer inception:2048, extractor random-init:sd-1:cal-2, resize clean</caption>
 <thead><tr><th>method</th><th>monet</th></tr></thead>
 <tbody>
