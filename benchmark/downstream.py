@@ -6,12 +6,15 @@ and on every finished run's translations of the same paintings. Paintings and th
 translations are paired, so original vs translation is an exact McNemar test on the
 discordant pairs, which is far more sensitive than comparing two unpaired accuracies.
 
-Why a small network trained from scratch: no ImageNet weights are on this machine, and a
-random-init feature extractor would make a meaningless probe (the ImageNet variants, fine-tuning
-on a GPU or a linear probe on frozen ResNet features, are not implemented yet). It is
-labelled ``[scratch]`` in every row and title so its numbers never pass for those of an
-ImageNet-pretrained ResNet. It is cached by content key (the data split's fingerprint, the
-config and the weights identity), so scoring new runs does not retrain it.
+Two classifiers, never mixed: by default a small network trained from scratch, labelled
+``[scratch]`` in every row and title so its numbers never pass for those of an ImageNet network;
+with ``--probe`` a linear classifier on frozen ImageNet ResNet-152 features
+(``benchmark.probe``), labelled ``[probe:resnet152:pretrained:<sha12>]`` (or
+``[probe:resnet152:random-init]`` when a random-init backbone is asked for). Each row's
+extractor id carries the classifier's content key, so the leaderboard shows them in separate
+blocks. Both are cached by content key (the data split's fingerprint, the config and the weights
+identity), so scoring new runs does not retrain them. Fine-tuning an ImageNet network on a GPU
+is not implemented.
 
 Intervals: accuracy and per-class accuracy are binomial proportions with Wilson 95%
 intervals. Balanced accuracy (the mean of per-class accuracies) is not one; its Wilson
@@ -31,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -43,6 +46,9 @@ from benchmark.errors import ArtshiftError
 from benchmark.metrics import display_name
 from benchmark.metrics.intervals import McNemar, Proportion, mcnemar_exact, wilson
 from benchmark.store import MetricRow, Store
+
+if TYPE_CHECKING:
+    from benchmark.probe import ProbeClassifier, ProbeConfig
 
 log = logging.getLogger("artshift.downstream")
 
@@ -87,6 +93,45 @@ def check_labelled(artist: str, domain: data.Domain | None = None) -> None:
     if (domain is None and artist in data.ARTISTS and artist != "pacs") or (domain is not None and not domain.labels):
         raise ArtshiftError(f"artist {artist!r} has no class labels, so there is no downstream accuracy to measure",
                             hint="use --artist pacs (a labelled domain); a label-free protocol is not implemented")
+
+
+def labelled_artists(home: Path | None = None) -> list[str]:
+    """Artists whose dataset has class labels (a manifest with a labelled layout: PACS)."""
+    try:
+        found = {m.artist for m in data.load_manifests(home).values() if m.labelled}
+    except data.ManifestError:
+        found = set()
+    return sorted(found or {"pacs"})
+
+
+def _asks_downstream(name: str) -> bool:
+    from benchmark.metrics.accuracy import COMMAND
+
+    return name == "downstream" or (name in registry.metrics and registry.metrics.get(name).computed_by == COMMAND)
+
+
+def check_with(names: Sequence[str], artist: str, *, home: Path | None = None, run_id: str | None = None) -> None:
+    """``bench eval --with downstream`` (or an accuracy metric): always an error that points to the command.
+
+    On an unlabelled artist there is nothing to measure. On a labelled one the rows exist, but
+    they need what ``bench eval`` does not have: a classifier trained on the domain's photos, its
+    photo-test ceiling and the original paintings paired with the translations for McNemar; so
+    the error names the ``bench downstream`` call that scores this run instead of half-doing it.
+    """
+    asked = [n for n in names if _asks_downstream(n)]
+    if not asked:
+        return
+    labelled = labelled_artists(home)
+    if artist not in labelled:
+        raise ArtshiftError(f"--with {asked[0]}: artist {artist!r} has no class labels, so there is no downstream "
+                            f"accuracy to measure (labelled artists: {', '.join(labelled)})",
+                            hint=f"measure it on a labelled artist: `bench downstream --artist {labelled[0]}`; "
+                                 "a label-free protocol is not implemented")
+    runs = f" --runs {run_id}" if run_id else ""
+    raise ArtshiftError(f"--with {asked[0]}: downstream accuracy is not measured by `bench eval` (it needs a "
+                        f"classifier trained on {artist}'s photos and each translation paired with its painting)",
+                        hint=f"run `bench downstream --artist {artist}{runs}` (add --probe for the ImageNet linear "
+                             "probe)" + ("" if run_id else "; it scores finished runs, not a folder of images"))
 
 
 def load_pixels(paths_: Sequence[Path], size: int) -> torch.Tensor:
@@ -176,6 +221,10 @@ class Classifier:
     def id(self) -> str:
         """The extractor_id of its rows: which classifier produced a number."""
         return f"downstream-{TAG}-{self.key[:12]}"
+
+    @property
+    def tag(self) -> str:
+        return TAG
 
     @property
     def resize_mode(self) -> str:
@@ -272,11 +321,14 @@ def gap_closed(photo: float, original: float, translated: float) -> float | None
     return None if gap <= 0 else (translated - original) / gap
 
 
-def rows_for(s: SetScore, clf: Classifier) -> list[MetricRow]:
+AnyClassifier = Union[Classifier, "ProbeClassifier"]
+
+
+def rows_for(s: SetScore, clf: AnyClassifier) -> list[MetricRow]:
     """Store rows (higher is better) of one set: n_real = training photos, n_fake = images scored."""
     def row(metric: str, layer: str, value: float, n: int, low: float, high: float) -> MetricRow:
         entry = registry.metrics.get(metric)
-        return MetricRow(metric, layer, display_name(metric, layer, TAG), value, clf.n_train, n, clf.id,
+        return MetricRow(metric, layer, display_name(metric, layer, clf.tag), value, clf.n_train, n, clf.id,
                          clf.resize_mode, entry.version, direction=entry.direction, low=low, high=high)
 
     a, b = s.accuracy, s.balanced_interval
@@ -301,7 +353,7 @@ class Comparison:
 
 @dataclass
 class DownstreamResult:
-    classifier: Classifier
+    classifier: AnyClassifier
     photo: SetScore
     original: SetScore
     original_run: str | None  # the `original` run the originals' rows went to, if there is one
@@ -323,9 +375,11 @@ def _runs_at(store: Store, artist: str, profile: str, seed: int) -> list[Any]:
 def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Sequence[str] = (),
              data_root: Path | None = None, home: Path | None = None, device: str = "cpu",
              progress: bool = False, store: Store | None = None,
-             config: ClassifierConfig | None = None, log_fn: Callable[[str], None] | None = None) -> DownstreamResult:
+             config: ClassifierConfig | None = None, probe: ProbeConfig | None = None,
+             log_fn: Callable[[str], None] | None = None) -> DownstreamResult:
     """``bench downstream``: train (or reuse) the classifier, score every set, then record all rows at once.
 
+    ``probe`` set: the ImageNet linear probe instead of the scratch CNN (``config`` is then unused).
     Every run's translations are checked and scored before anything is written, so a bad run
     leaves the store untouched.
     """
@@ -354,7 +408,13 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
         translated.append((run, run.translations(domain)))
 
     say = log_fn or (lambda _m: None)
-    clf = get_classifier(domain, cfg, home, device=device, progress=progress)
+    clf: AnyClassifier
+    if probe is not None:
+        from benchmark.probe import get_probe
+
+        clf = get_probe(domain, probe, home, device=device, progress=progress)
+    else:
+        clf = get_classifier(domain, cfg, home, device=device, progress=progress)
     say(f"classifier {clf.title}: {'cached' if clf.cached else f'trained in {clf.train_s:.1f}s'} ({clf.id})")
     photos = list(domain.photos_test)
     photo = score("photo test", clf.predict(photos), np.array([index[domain.labels[p]] for p in photos]),

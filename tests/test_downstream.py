@@ -22,9 +22,10 @@ import pytest
 import torch
 from PIL import Image
 from scipy import stats
+from torch import nn
 from typer.testing import CliRunner
 
-from benchmark import data, downstream, registry
+from benchmark import data, downstream, probe, registry, tv_features
 from benchmark.cli import app
 from benchmark.errors import ArtshiftError
 from benchmark.runner import make_spec, run_dir_for
@@ -298,3 +299,231 @@ def test_real_pacs_ci_end_to_end(shared_data, home):
     res2 = downstream.evaluate("pacs", profile="ci", data_root=shared_data, home=home)
     assert res2.classifier.cached and res2.photo.n == 333
     assert res2.photo.accuracy.low > photo_majority
+
+
+# --- the ImageNet linear probe (--probe) ------------------------------------------------------
+
+class _TinyNet(nn.Module):
+    """A torchvision-ResNet-shaped stand-in (a ``layer4`` whose pooled output feeds ``fc``) that
+    embeds in milliseconds; its random features of the toy colours are linearly separable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+        self.layer4 = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 1), nn.ReLU())
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.fc(self.layer4(self.stem(x)).mean((2, 3)))
+
+
+def _tiny_random(seed, _batches, _progress=False):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _TinyNet().eval()
+
+
+def _meta_tiny():
+    with torch.device("meta"):
+        return _TinyNet()
+
+
+# named resnet152 so the weights side (file name, fetch/import hints) is the real one
+TINY = tv_features.Network("resnet152", "TinyNet", {"layer4": ("layer4", 16)}, _meta_tiny, _tiny_random)
+TINY_PROBE = probe.ProbeConfig(weights="random", size=32, resize=36, cs=(0.01, 1.0))
+PROBE_TAG = "[probe:resnet152:random-init]"
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    monkeypatch.setitem(probe.BACKBONES, "resnet152", TINY)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """How often the probe is fitted, and how many images go through the backbone."""
+    from benchmark import features as feats
+
+    counts = {"fits": 0, "embedded": 0}
+    fit, extract = probe.fit_logistic, feats.extract_paths
+
+    def fit_counted(*a, **k):
+        counts["fits"] += 1
+        return fit(*a, **k)
+
+    def extract_counted(extractor, paths_, *a, **k):
+        counts["embedded"] += len(paths_)
+        return extract(extractor, paths_, *a, **k)
+
+    monkeypatch.setattr(probe, "fit_logistic", fit_counted)
+    monkeypatch.setattr(feats, "extract_paths", extract_counted)
+    return counts
+
+
+def test_probe_learns_the_toy_classes_and_its_rows_never_mix_with_scratch(toy, home, tiny_backbone):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    original, cyclegan = _runs(store, home, root, domain)
+    res = downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, probe=TINY_PROBE)
+    clf = res.classifier
+    assert isinstance(clf, probe.ProbeClassifier) and clf.n_train == 48
+    assert res.photo.accuracy.value == 1.0 and res.photo.n == 12  # chance is 1/3
+    truth_right = np.array([int(p.name[4:7]) % 2 == 0 for p in domain.paintings_test])
+    np.testing.assert_array_equal(res.original.correct, truth_right)  # the odd paintings wear another class's colour
+    [c] = res.runs
+    assert c.run_id == cyclegan and c.score.correct.all()
+    assert (c.mcnemar.only_first, c.mcnemar.only_second) == (0, int((~truth_right).sum()))
+    assert clf.tag == "probe:resnet152:random-init" and PROBE_TAG in clf.title
+    assert clf.id.startswith("downstream-probe:resnet152:random-init:sd-") and clf.id.endswith(clf.key[:12])
+    assert clf.resize_mode == "imagenet-resize36-crop32" and clf.probe.c in TINY_PROBE.cs
+    probe_rows = store.metrics_for(original)
+    assert len(probe_rows) == 2 + len(CLASSES)
+    assert all(PROBE_TAG in r["display_name"] and r["extractor_id"] == clf.id for r in probe_rows)
+    # the scratch classifier on the same runs: its own rows beside the probe's, never replacing them
+    scratch = downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, config=TOY_CFG)
+    rows = store.metrics_for(cyclegan)
+    assert {r["extractor_id"] for r in rows} == {clf.id, scratch.classifier.id}
+    by_id = {(r["extractor_id"], r["metric"], r["layer"]): r for r in rows}
+    assert by_id[(clf.id, "accuracy", "classifier:all")]["display_name"] == \
+        "ACCURACY-classifier:all[probe:resnet152:random-init]"
+    assert by_id[(scratch.classifier.id, "accuracy", "classifier:all")]["display_name"] == \
+        "ACCURACY-classifier:all[scratch]"
+    board = cli.invoke(app, ["leaderboard", "--format", "json"])
+    assert board.exit_code == 0, board.output
+    blocks = [b for b in json.loads(board.output)["blocks"] if b["metric"] == "accuracy"]
+    assert sorted(b["extractor_id"] for b in blocks) == sorted([clf.id, scratch.classifier.id])
+
+
+def test_probe_is_cached_and_features_are_embedded_once(toy, home, tiny_backbone, counted):
+    _, domain = toy
+    first = probe.get_probe(domain, TINY_PROBE, home)
+    assert not first.cached and counted == {"fits": 1, "embedded": 48}
+    again = probe.get_probe(domain, TINY_PROBE, home)
+    assert again.cached and again.key == first.key and counted == {"fits": 1, "embedded": 48}
+    np.testing.assert_array_equal(again.probe.coef, first.probe.coef)
+    assert again.probe.c == first.probe.c and again.probe.val_accuracy == first.probe.val_accuracy
+    np.testing.assert_array_equal(again.predict(domain.photos_test), first.predict(domain.photos_test))
+    assert counted["embedded"] == 48 + 12  # the test photos once, although both predicted them
+    # another C grid is another probe (fitted again) on the same per-image features (not embedded again)
+    other = probe.get_probe(domain, dataclasses.replace(TINY_PROBE, cs=(0.1,)), home)
+    assert other.key != first.key and not other.cached and other.probe.c == 0.1
+    assert counted == {"fits": 2, "embedded": 60}
+    # another crop is other features
+    assert probe.get_probe(domain, dataclasses.replace(TINY_PROBE, size=28), home).key != first.key
+    assert counted["embedded"] == 60 + 48
+
+
+def test_probe_predict_is_scikit_learns_predict():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 5)) + np.repeat(np.eye(5)[:3] * 2, 30, axis=0)
+    y = np.repeat([0, 1, 2], 30)
+    fitted = probe.fit_logistic(x, y, probe.ProbeConfig(cs=(0.05, 5.0)))
+    assert set(fitted.val_accuracy) == {"0.05", "5.0"} and fitted.n_val == 18
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=fitted.c, max_iter=2000)).fit(x, y)
+    test = rng.normal(size=(200, 5)) * 2
+    np.testing.assert_array_equal(fitted.predict(test), ref.predict(test))
+    assert (fitted.predict(x) == y).mean() > 0.8
+    # two classes: scikit-learn keeps one row of coefficients
+    two = probe.fit_logistic(x[:60], y[:60], probe.ProbeConfig(cs=(1.0,)))
+    assert two.coef.shape == (1, 5)
+    ref2 = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(x[:60], y[:60])
+    np.testing.assert_array_equal(two.predict(test), ref2.predict(test))
+
+
+def test_probe_features_are_resnet152s_fc_input_with_imagenet_preprocessing():
+    """The pooled layer4 the probe reads is what torchvision's ResNet-152 feeds its fc, and the
+    preprocessing is the weights' own evaluation transform."""
+    from PIL import Image as PILImage
+    from torchvision import models as tvm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = tvm.resnet152().eval()
+    inner = tv_features.TorchvisionExtractor(tv_features.RESNET152, net.state_dict(), id="test")
+    feats = probe.ProbeFeatures(inner, "resnet152:layer4", 224, 256)
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (300, 260, 3), dtype=np.uint8), rng.integers(0, 256, (240, 400, 3), dtype=np.uint8)]
+    ours = torch.stack([feats.preprocess(i) for i in imgs])
+    reference = tvm.ResNet152_Weights.IMAGENET1K_V1.transforms()
+    theirs = torch.stack([reference(PILImage.fromarray(i)) for i in imgs])
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    net.fc = nn.Identity()
+    with torch.no_grad():
+        x = ours[:, :, 80:144, 80:144]
+        got, want = feats(x)["resnet152:layer4"], net(x)
+    assert got.shape == (2, 2048)
+    # float32 sums in another memory layout (channels_last); the random-init activations are ~1e3
+    torch.testing.assert_close(got, want, atol=1e-5 * float(want.abs().max()), rtol=0)
+
+
+def test_probe_without_the_imagenet_file_is_a_one_line_error(toy, home):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    original, cyclegan = _runs(store, home, root, domain)
+    with pytest.raises(ArtshiftError) as info:
+        downstream.evaluate(TOY, profile="ci", data_root=root, home=home, store=store, probe=probe.ProbeConfig())
+    msg = str(info.value)
+    assert "resnet152-394f9c45.pth" in msg and "`bench weights fetch resnet152`" in msg
+    assert "`bench weights import resnet152 PATH`" in msg
+    assert store.metrics_for(original) == [] and store.metrics_for(cyclegan) == []
+    assert not (home / "cache" / "extractors").exists()  # no random backbone was made instead
+    res = subprocess.run([sys.executable, "-m", "benchmark.cli", "downstream", "--artist", TOY, "--probe",
+                          "--data-root", str(root), "-q"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ARTSHIFT_HOME": str(home), "ARTSHIFT_WEIGHTS": str(home / "weights")})
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("error: weight file resnet152 (resnet152-394f9c45.pth) is not in")
+    assert len(lines) == 2 and "bench weights fetch resnet152" in lines[1]
+
+
+def test_cli_probe_random_is_labelled_and_weights_need_probe(toy, home, tiny_backbone, monkeypatch):
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    _, cyclegan = _runs(store, home, root, domain)
+    monkeypatch.setattr(probe, "ProbeConfig", lambda weights: dataclasses.replace(TINY_PROBE, weights=weights))
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q",
+                           "--probe", "--weights", "random"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert PROBE_TAG in res.output and "[scratch]" not in res.output and f"cyclegan ({cyclegan})" in res.output
+    bad = cli.invoke(app, ["downstream", "--artist", TOY, "--data-root", str(root), "--weights", "random"])
+    assert isinstance(bad.exception, ArtshiftError) and "add --probe" in str(bad.exception)
+    monkeypatch.undo()
+    bad = cli.invoke(app, ["downstream", "--artist", TOY, "--data-root", str(root), "--probe", "--weights", "auto"])
+    assert isinstance(bad.exception, ArtshiftError) and "unknown probe weights 'auto'" in str(bad.exception)
+
+
+# --- bench eval --with downstream -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["downstream", "accuracy", "class_accuracy"])
+def test_eval_with_downstream_on_an_unlabelled_artist_is_an_error(tmp_path, home, name):
+    folder = tmp_path / "translated"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(_png((10, 20, 30), 0))
+    res = cli.invoke(app, ["eval", "--images", str(folder), "--artist", "cezanne", "--name", "x",
+                           "--with", f"kid,{name}"])
+    assert isinstance(res.exception, ArtshiftError), res.output
+    lines = str(res.exception).splitlines()
+    assert len(lines) == 2
+    assert lines[0] == (f"--with {name}: artist 'cezanne' has no class labels, so there is no downstream accuracy "
+                        "to measure (labelled artists: pacs)")
+    assert "`bench downstream --artist pacs`" in lines[1]
+    assert Store(home / "results.sqlite").results().empty  # refused before anything was recorded
+
+
+def test_eval_with_downstream_on_a_labelled_run_names_the_command(toy, home):
+    from benchmark.evaluate import split_with
+
+    root, domain = toy
+    store = Store(home / "results.sqlite")
+    _, cyclegan = _runs(store, home, root, domain)
+    res = cli.invoke(app, ["eval", "--run", cyclegan, "--with", "downstream", "--data-root", str(root)])
+    assert isinstance(res.exception, ArtshiftError), res.output
+    assert f"`bench downstream --artist {TOY} --runs {cyclegan}`" in str(res.exception)
+    assert store.metrics_for(cyclegan) == []
+    # other names pass as before, for labelled and unlabelled artists alike
+    assert split_with(["resnet152", "kid"], "cezanne") == (["resnet152"], ["kid"])
+    assert downstream.labelled_artists(home) == sorted(["pacs", TOY])

@@ -26,13 +26,27 @@ def downstream_cmd(
     data_root: Optional[Path] = DataRoot,
     home: Optional[Path] = Home,
     device: str = typer.Option("cpu", "--device"),
+    probe: bool = typer.Option(False, "--probe", help="a linear classifier on frozen ImageNet ResNet-152 features "
+                                                      "instead of the small CNN trained from scratch"),
+    weights: Optional[str] = typer.Option(None, "--weights",
+                                          help="with --probe: pretrained (default; the ImageNet file must be "
+                                               "present) or random (a random-init backbone, labelled so)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train (or reuse) a photo classifier; score photos, the test paintings and every run's translations."""
     from benchmark.downstream import evaluate
+    from benchmark.errors import ArtshiftError
 
+    probe_cfg = None
+    if probe:
+        from benchmark.probe import ProbeConfig
+
+        probe_cfg = ProbeConfig(weights=weights or "pretrained")
+    elif weights is not None:
+        raise ArtshiftError("--weights chooses the backbone of --probe; the default classifier is trained from "
+                            "scratch and has no pretrained weights", hint="add --probe, or drop --weights")
     res = evaluate(artist, profile=profile, seed=seed, run_ids=[r.strip() for r in runs.split(",") if r.strip()],
-                   data_root=data_root, home=home, device=device, progress=not quiet,
+                   data_root=data_root, home=home, device=device, progress=not quiet, probe=probe_cfg,
                    log_fn=lambda m: err.print(escape(m), highlight=False))
     clf = res.classifier
     table = Table(title=escape(f"downstream accuracy on {artist} / {profile} / seed {seed}: {clf.title} trained on "
