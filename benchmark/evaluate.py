@@ -49,8 +49,17 @@ def select_metrics(names: Sequence[str] | None = None) -> list[Metric]:
     return [registry.metrics.get(n) for n in (names if names is not None else registry.metrics.names())]
 
 
-def split_with(names: Sequence[str]) -> tuple[list[str], list[str] | None]:
-    """``--with vgg19,kid``: names of extractors and of metrics, each checked against its registry."""
+def split_with(names: Sequence[str], artist: str | None = None, *, home: Path | None = None,
+               run_id: str | None = None) -> tuple[list[str], list[str] | None]:
+    """``--with vgg19,kid``: names of extractors and of metrics, each checked against its registry.
+
+    With ``artist``, ``downstream`` and the accuracy metrics get an error that says why
+    ``bench eval`` does not measure them for that artist and which command does.
+    """
+    if artist is not None:
+        from benchmark.downstream import check_with
+
+        check_with(names, artist, home=home, run_id=run_id)
     extractors, metrics = [], []
     for name in names:
         if name in registry.extractors:
