@@ -2,15 +2,25 @@
 
 The painting is the *content* and a real training photo the *style*: optimising the pixels of
 the painting so that its VGG-19 Gram statistics match a photo's is the "Style Transfer" row of
-Tomei et al. (2018), Table 1. Nothing is trained; ``fit`` only indexes the candidate style
-photos (VGG pool features, cached in the run folder) so ``translate`` can pick one per painting
-by a named, seeded policy:
+Tomei et al. (2018), Table 1. Nothing is trained; ``fit`` prepares the network and the
+candidate style photos so ``translate`` can pick one per painting by a named, seeded policy:
 
-- ``nearest`` (default): the training photo whose globally pooled VGG ``pool5`` features are
-  closest (cosine) to the painting's, so the photo statistics imposed are those of a
-  semantically similar scene;
-- ``random``: a photo drawn from a hash of (seed, painting pixels), so the choice for one
-  painting never depends on which other paintings share its batch.
+- ``random`` (every profile's default): a photo drawn from a hash of (seed, painting pixels), so
+  the choice for one painting is reproducible and never depends on which other paintings share
+  its batch. Which photo is the "style" is not in Tomei et al.; a random one is the neutral
+  choice;
+- ``nearest``: the training photo whose globally pooled VGG ``pool5`` features are closest
+  (cosine) to the painting's. This project's invention (a variant, not the paper): it imposes the
+  statistics of a semantically similar scene and so favours Gatys over the other methods.
+
+The objective is the paper's (eq. 7): alpha * 1/2 sum (F - P)^2 at relu4_2 plus beta * sum_l
+w_l E_l over relu1_1..relu5_1, w_l = 1/5, alpha/beta = 1e-3. That ratio is in the units of
+Gatys' VGG, rescaled so every channel's mean activation is 1 (on the training photos here:
+``normalise``); without that rescaling the ratio would not transfer to torchvision's weights.
+Average pooling (Gatys' choice) replaces max pooling, after the rescaling, which the paper
+defines on the network as trained. The profiles differ only in cost (steps, size, photo
+counts), never in the method; ``content_loss="mean"``, ``pooling="max"`` and ``nearest`` are
+the earlier variants, kept as settings. docs/methods/gatys.md lists every remaining difference.
 
 ``translate`` runs one L-BFGS optimisation per image (never one line search over a batch, which
 would couple the images through the shared step length), initialised from the painting. With
@@ -22,14 +32,13 @@ full size.
 Weights: ImageNet VGG-19 (torchvision's file, resolved and sha256-checked through
 ``benchmark.weights``; the network itself lives in ``benchmark.vgg``). A random-init VGG is used
 only when asked for with ``weights="random"``; its convolutions are then drawn with fan-in
-Kaiming scaling from a fixed seed, so every layer keeps unit-order activations (torchvision's
-fan-out init would leave the deep Gram matrices ~1e-4 of the shallow ones and the style loss
-blind to them). Such a run is labelled through ``weights_id`` and its translations are not
-comparable to the pretrained baseline.
+Kaiming scaling from a fixed seed. Such a run is labelled through ``weights_id`` and its
+translations are not comparable to the pretrained baseline.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from benchmark import vgg
 from benchmark.data import BadImageError, load_image
@@ -48,7 +58,9 @@ from benchmark.vgg import VGGFeatures, random_vgg19
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-POLICIES = ("nearest", "random")
+POLICIES = ("random", "nearest")
+CONTENT_LOSSES = ("paper", "mean")
+POOLINGS = ("avg", "max")
 INDEX_FILE = "gatys_style_index.pt"
 
 
@@ -58,15 +70,18 @@ class GatysConfig:
     # "auto" (ci/smoke: pretrained when present or downloadable, else random-init with a warning)
     random_init_seed: int = 0  # seed of the random-init VGG (weights="random" only)
     allow_download: bool = False  # let benchmark.weights fetch the VGG-19 file if it is missing
-    content_weight: float = 1.0
-    # Style loss = mean over the five layers of Gatys' E_l (see style_layer_loss); content loss = MSE
-    # of relu4_2. 1e3 is the PyTorch-tutorial balance (1e6 on per-entry Gram MSE) carried over to
-    # E_l's scale; it also stylises visibly with the random-init VGG.
-    style_weight: float = 1e3
+    # "paper": alpha * 1/2 sum (F - P)^2 (Gatys eq. 1); "mean": alpha * MSE (version 1's, a variant)
+    content_loss: str = "paper"
+    content_weight: float = 1.0  # alpha
+    style_weight: float = 1e3  # beta: alpha/beta = 1e-3, the paper's value (1e-5 .. 1e-2 in its Fig. 3)
+    pooling: str = "avg"  # "avg" (Gatys' choice for synthesis) or "max" (VGG as trained)
+    normalise: bool = True  # rescale channels to mean activation 1 (Gatys sec. 2), before the pooling swap
+    normalise_photos: int = 64  # training photos (evenly spaced, fixed) the mean activations are taken over
+    normalise_size: int = 224  # side those photos are resized to (square) for it
     steps: int = 300  # L-BFGS budget in function evaluations (forward+backward passes) per image
     image_size: int = 0  # optimise at this shorter side (0 = the image's own size); result is upsampled back
     history_size: int = 50
-    style_policy: str = "nearest"  # "nearest" (VGG pool5 features) or "random"
+    style_policy: str = "random"  # "random" (seeded per painting) or "nearest" (VGG pool5; a variant)
     index_size: int = 224  # side the paintings and photos are resized to for the pool-feature index
     max_style_photos: int = 0  # 0 = index all training photos; else a seeded subsample of this many
 
@@ -94,6 +109,71 @@ def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch
     the size-normalised Grams. Summing (not averaging) over the N^2 entries keeps the deep layers,
     whose normalised Gram entries are ~1/N, from vanishing next to the shallow ones."""
     return (gram(features) - target_gram).pow(2).sum(dim=(1, 2)).mean() / 4
+
+
+def content_layer_loss(features: torch.Tensor, target: torch.Tensor, kind: str = "paper") -> torch.Tensor:
+    """Gatys' L_content = 1/2 sum (F - P)^2 (``paper``), or the per-entry mean (``mean``, version 1).
+
+    The sum grows with the feature map's size while E_l does not, so at a fixed alpha/beta a
+    larger image keeps more of its content: the paper's ratio is meant for its ~512 px images.
+    """
+    if kind == "paper":
+        return (features - target).pow(2).sum() / 2
+    return F.mse_loss(features, target)
+
+
+def total_loss(feats: dict[str, torch.Tensor], target_content: torch.Tensor, target_grams: dict[str, torch.Tensor],
+               config: GatysConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(alpha L_content + beta sum_l w_l E_l, L_content, sum_l w_l E_l) with w_l = 1/5 (Gatys eq. 7)."""
+    content = content_layer_loss(feats[CONTENT_LAYER], target_content, config.content_loss)
+    style = sum(style_layer_loss(feats[k], target_grams[k]) for k in STYLE_LAYERS) / len(STYLE_LAYERS)
+    assert isinstance(style, torch.Tensor)
+    return config.content_weight * content + config.style_weight * style, content, style
+
+
+def use_average_pooling_(vgg: VGGFeatures) -> None:
+    """Replace every 2x2 max pooling of the stack with 2x2 average pooling (Gatys' synthesis choice)."""
+    for i, m in enumerate(vgg.features):
+        if isinstance(m, nn.MaxPool2d):
+            vgg.features[i] = nn.AvgPool2d(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                                           ceil_mode=m.ceil_mode)
+
+
+def mean_activation_scales(vgg: VGGFeatures, images: torch.Tensor, batch_size: int = 8) -> dict[int, torch.Tensor]:
+    """Per-output-channel factors that bring each conv's mean post-ReLU activation over ``images``
+    (in [-1, 1]) and positions to 1, in network order (``benchmark.tv_features``' normalisation, run on
+    a copy so the factors can be cached and applied again to the same weights bit for bit)."""
+    from benchmark.tv_features import normalise_stages_
+
+    work = copy.deepcopy(vgg.features).float()
+    batches = [((images[s:s + batch_size] + 1) / 2 - vgg.mean.cpu()) / vgg.std.cpu()
+               for s in range(0, len(images), batch_size)]
+    normalise_stages_(list(work.cpu()), batches)
+    scales = {}
+    for i, (old, new) in enumerate(zip(vgg.features, work)):
+        if isinstance(old, nn.Conv2d) and isinstance(new, nn.Conv2d):
+            before = old.weight.detach().cpu().double().flatten(1).norm(dim=1)
+            after = new.weight.detach().double().flatten(1).norm(dim=1)
+            scales[i] = torch.where(before > 0, after / before.clamp_min(1e-300), torch.ones_like(before)).float()
+    return scales
+
+
+def apply_scales_(vgg: VGGFeatures, scales: dict[int, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for i, s in scales.items():
+            conv = vgg.features[int(i)]
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+            s = s.to(conv.weight.device, conv.weight.dtype)
+            conv.weight.mul_(s.view(-1, 1, 1, 1))
+            conv.bias.mul_(s)
+
+
+def scales_hash(scales: dict[int, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for i in sorted(scales):
+        h.update(str(i).encode())
+        h.update(scales[i].float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:6]
 
 
 def _to_float(images: list[Any]) -> torch.Tensor:
@@ -125,6 +205,9 @@ def _image_hash(image: torch.Tensor) -> bytes:
 
 class Gatys(Method):
     name = "gatys"
+    # 2: the paper's content loss, random style photos, average pooling and mean-activation
+    # normalisation became the defaults of every profile
+    VERSION = "2"
 
     def __init__(self, config: GatysConfig | None = None, device: torch.device | str = "cpu"):
         super().__init__(config or GatysConfig(), device)
@@ -134,8 +217,15 @@ class Gatys(Method):
                                 hint="use weights=pretrained (ImageNet VGG-19) or weights=random (labelled)")
         if c.style_policy not in POLICIES:
             raise ArtshiftError(f"gatys: unknown style_policy {c.style_policy!r} (known: {', '.join(POLICIES)})")
+        if c.content_loss not in CONTENT_LOSSES:
+            raise ArtshiftError(f"gatys: unknown content_loss {c.content_loss!r} (known: {', '.join(CONTENT_LOSSES)})")
+        if c.pooling not in POOLINGS:
+            raise ArtshiftError(f"gatys: unknown pooling {c.pooling!r} (known: {', '.join(POOLINGS)})")
         if c.steps < 1:
             raise ArtshiftError(f"gatys: steps must be at least 1, got {c.steps}")
+        if c.normalise and (c.normalise_photos < 1 or c.normalise_size < 32):
+            raise ArtshiftError("gatys: normalise needs normalise_photos >= 1 and normalise_size >= 32 px, got "
+                                f"{c.normalise_photos} and {c.normalise_size}")
         # The VGG is loaded by load_network (fit calls it with the run's home, where the weights
         # live); weights_id then names it: "pretrained:<sha256[:12]>" or "random-init:seed<N>:sd-<hash>".
         self.vgg: VGGFeatures | None = None
@@ -144,20 +234,29 @@ class Gatys(Method):
         self.progress = True
         self.photo_paths: list[Path] = []
         self.photo_features: torch.Tensor | None = None
+        self.base_weights_id: str | None = None
+        self._prepared = False
 
     @classmethod
     def default_config(cls, profile: str) -> GatysConfig:
         check_profile(profile)
         if profile == "ci":
-            return GatysConfig(steps=5, image_size=32, index_size=32, max_style_photos=16, weights="auto")
+            return GatysConfig(steps=5, image_size=32, index_size=32, max_style_photos=16, weights="auto",
+                               normalise_photos=4, normalise_size=32)
         if profile == "smoke":
             # 10 Cezanne test paintings at 256 px in a few minutes on 2 idle cores: 40 evaluations
-            # at 128 px (~15 s per painting; upsampled back to its size), 800 of the training photos
-            # indexed at 64 px (~20 s).
-            return GatysConfig(steps=40, image_size=128, index_size=64, max_style_photos=800, weights="auto")
+            # at 128 px (~15 s per painting; upsampled back to its size); the mean activations over
+            # 16 photos at 128 px (~10 s); with style_policy=nearest, 800 photos indexed at 64 px (~20 s).
+            return GatysConfig(steps=40, image_size=128, index_size=64, max_style_photos=800, weights="auto",
+                               normalise_photos=16, normalise_size=128)
         if profile == "quick":
             return GatysConfig(steps=200, image_size=256)
         return GatysConfig()  # paper: 300 evaluations at the image's own size
+
+    @classmethod
+    def label_tags(cls, config: GatysConfig) -> tuple[str, ...]:
+        """The style-photo policy is always named: ``nearest`` favours Gatys, so its rows must say so."""
+        return (f"style photo {config.style_policy}",)
 
     def load_network(self, home: Path | None = None, log=None) -> str:
         """Load the VGG-19 (once) and return its ``weights_id``; random-init only when configured."""
@@ -188,8 +287,22 @@ class Gatys(Method):
             else:
                 vgg, wid = pretrained_vgg19(c.allow_download, home)
             self.vgg, self.weights_id = vgg.to(self.device), wid
+            self.base_weights_id, self._prepared = wid, False
         assert self.weights_id is not None
         return self.weights_id
+
+    def _prepare_network(self, scales: dict[int, torch.Tensor] | None) -> None:
+        """Rescale (when ``normalise``), then swap the pooling: the paper normalises the network as
+        trained, with max pooling. ``weights_id`` then names the rescaling too (``...:meannorm-<hash>``)."""
+        vgg = self._net()
+        if self._prepared:
+            return
+        if scales is not None:
+            apply_scales_(vgg, scales)
+            self.weights_id = f"{self.base_weights_id}:meannorm-{scales_hash(scales)}"
+        if self.config.pooling == "avg":
+            use_average_pooling_(vgg)
+        self._prepared = True
 
     def _net(self) -> VGGFeatures:
         if self.vgg is None:
@@ -197,10 +310,39 @@ class Gatys(Method):
         return self.vgg
 
     # --- fit: index the style photos -----------------------------------------------------------
-    def _index_key(self, photos: list[Path]) -> dict[str, Any]:
+    def _index_key(self, photos: list[Path], calibration: list[Path]) -> dict[str, Any]:
         c = self.config
-        return {"weights_id": self.weights_id, "policy": c.style_policy, "index_size": c.index_size, "seed": self.seed,
-                "max_style_photos": c.max_style_photos, "photos": [str(p) for p in photos]}
+        return {"weights_id": self.base_weights_id, "policy": c.style_policy, "index_size": c.index_size,
+                "seed": self.seed, "max_style_photos": c.max_style_photos, "photos": [str(p) for p in photos],
+                "pooling": c.pooling, "normalise": c.normalise, "normalise_size": c.normalise_size,
+                "calibration": [str(p) for p in calibration]}
+
+    def _calibration_photos(self, photos: list[Path]) -> list[Path]:
+        """Evenly spaced over the sorted training photos, independent of the run seed: the network is
+        part of the method, so every seed of a run uses the same rescaled VGG."""
+        if not self.config.normalise:
+            return []
+        photos = sorted(Path(p) for p in photos)
+        n = min(self.config.normalise_photos, len(photos))
+        return [photos[(i * len(photos)) // n] for i in range(n)]
+
+    def _scales(self, calibration: list[Path], skip_bad: bool, run: RunContext) -> dict[int, torch.Tensor]:
+        size = self.config.normalise_size
+        images = []
+        for p in calibration:
+            try:
+                img = load_image(p)
+            except BadImageError:
+                if not skip_bad:
+                    raise
+                run.log.warning("gatys: skipping bad photo %s", p)
+                continue
+            images.append(F.interpolate(_to_float([img]), size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=True))
+        if not images:
+            raise ArtshiftError("gatys: no readable photo to normalise the VGG's activations on")
+        run.log.info("gatys: rescaling the VGG-19 to mean activation 1 on %d photos at %d px", len(images), size)
+        return mean_activation_scales(self._net(), torch.cat(images))
 
     def _select_photos(self, photos: list[Path]) -> list[Path]:
         photos = sorted(Path(p) for p in photos)
@@ -215,14 +357,13 @@ class Gatys(Method):
         self.seed = run.seed
         self.progress = run.progress
         self.load_network(run.home, run.log)
-        (run.run_dir / "weights_id.txt").parent.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "weights_id.txt").write_text(f"vgg19 {self.weights_id}\n")
         photos = self._select_photos(list(data.photos))
         if not photos:
             raise ArtshiftError("gatys: no training photos to take the style from",
                                 hint="check the photo training split of the data root")
+        calibration = self._calibration_photos(list(data.photos))
         cache = run.run_dir / INDEX_FILE
-        key = self._index_key(photos)
+        key = self._index_key(photos, calibration)
         saved: dict[str, Any] = {}
         if cache.exists():
             try:
@@ -230,17 +371,22 @@ class Gatys(Method):
             except Exception as exc:  # truncated or foreign: rebuilt, not fatal
                 run.log.warning("gatys: unreadable style index %s (%s): rebuilding it", cache,
                                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if saved.get("key") == key:
-                self.photo_paths = [Path(p) for p in saved["paths"]]
-                self.photo_features = saved["features"]
-                run.log.info("gatys: reusing the style index of %d photos (%s)", len(self.photo_paths), cache)
-                return
-        if self.config.style_policy == "random":
-            self.photo_paths, self.photo_features = photos, None
+        if saved.get("key") == key:
+            self._prepare_network(saved["scales"])
+            self.photo_paths = [Path(p) for p in saved["paths"]]
+            self.photo_features = saved["features"]
+            run.log.info("gatys: reusing the style index of %d photos (%s)", len(self.photo_paths), cache)
         else:
-            self.photo_paths, self.photo_features = self._index(photos, data.skip_bad_images, run)
-        save_atomic({"key": key, "paths": [str(p) for p in self.photo_paths],
-                     "features": self.photo_features}, cache)
+            scales = self._scales(calibration, data.skip_bad_images, run) if calibration else None
+            self._prepare_network(scales)
+            if self.config.style_policy == "random":
+                self.photo_paths, self.photo_features = photos, None
+            else:
+                self.photo_paths, self.photo_features = self._index(photos, data.skip_bad_images, run)
+            save_atomic({"key": key, "paths": [str(p) for p in self.photo_paths], "scales": scales,
+                         "features": self.photo_features}, cache)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        (run.run_dir / "weights_id.txt").write_text(f"vgg19 {self.weights_id}\n")
 
     def _index(self, photos: list[Path], skip_bad: bool, run: RunContext) -> tuple[list[Path], torch.Tensor]:
         """Pool5 descriptors of the photos (resized to index_size squared), in batches of 32."""
@@ -248,7 +394,7 @@ class Gatys(Method):
 
         kept, feats = [], []
         batch_paths: list[Path] = []
-        batch_imgs = []
+        batch_imgs: list[torch.Tensor] = []
 
         def flush():
             if batch_imgs:
@@ -316,9 +462,7 @@ class Gatys(Method):
         def closure():
             opt.zero_grad()
             feats = vgg(x, STYLE_LAYERS + (CONTENT_LAYER,))
-            content_loss = F.mse_loss(feats[CONTENT_LAYER], target_content)
-            style_loss = sum(style_layer_loss(feats[k], target_grams[k]) for k in STYLE_LAYERS) / len(STYLE_LAYERS)
-            loss = c.content_weight * content_loss + c.style_weight * style_loss
+            loss, content_loss, style_loss = total_loss(feats, target_content, target_grams, c)
             loss.backward()
             last.update(content=content_loss.item(), style=style_loss.item())
             if bar is not None:

@@ -68,6 +68,12 @@ class Method(abc.ABC):
     def default_config(cls, profile: str) -> Any:
         """The config dataclass for a profile (ci, smoke, quick, paper)."""
 
+    @classmethod
+    def label_tags(cls, config: Any) -> tuple[str, ...]:
+        """Short notes for a leaderboard row label about settings that change what the row means
+        even when they are defaults (no ``--set`` names them), e.g. Gatys' style-photo policy."""
+        return ()
+
     @abc.abstractmethod
     def fit(self, data: TrainData, run: RunContext) -> None:
         """Train (or index) on ``data``; resumes from ``run``'s checkpoints; cheap when done."""
@@ -79,3 +85,12 @@ class Method(abc.ABC):
         Called without an autograd context: feed-forward methods wrap themselves in
         ``torch.no_grad()``, optimisation-based ones (Gatys) need gradients.
         """
+
+
+def label_tags(method: str, profile: str, overrides: dict[str, str] | None = None) -> tuple[str, ...]:
+    """A registered method's ``label_tags`` for a table row (method, profile, typed ``--set`` values)."""
+    from benchmark import registry
+    from benchmark.profiles import apply_overrides
+
+    cls = registry.methods.get(method)
+    return tuple(cls.label_tags(apply_overrides(cls.default_config(profile), dict(overrides or {}))))

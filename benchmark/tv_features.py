@@ -93,11 +93,19 @@ def normalise_mean_activations_(net: tvm.VGG, batches: Sequence[torch.Tensor], p
 
     Dead channels (mean 0) are left as they are.
     """
+    normalise_stages_([*net.features, net.avgpool, nn.Flatten(1), *net.classifier], batches, progress)
+    net.eval()
+    return net
+
+
+def normalise_stages_(stages: Sequence[nn.Module], batches: Sequence[torch.Tensor], progress: bool = False) -> None:
+    """``normalise_mean_activations_`` on a plain chain of modules (also Gatys' convolutional stack alone)."""
     from tqdm.auto import tqdm
 
-    stages = [*net.features, net.avgpool, nn.Flatten(1), *net.classifier]
+    stages = list(stages)
+    for m in stages:
+        m.eval()
     n_images = sum(len(b) for b in batches)
-    net.eval()
     cached, start = list(batches), 0  # activations of every batch at the input of stages[start]
     pairs = [i for i in range(len(stages) - 1)
              if isinstance(stages[i], (nn.Conv2d, nn.Linear)) and isinstance(stages[i + 1], nn.ReLU)]
@@ -130,7 +138,6 @@ def normalise_mean_activations_(net: tvm.VGG, batches: Sequence[torch.Tensor], p
             if kept is not None:
                 cached = [z.mul_(scale.view(1, -1, *[1] * (z.ndim - 2))) for z in kept]
                 start = end
-    return net
 
 
 def calibrate_batchnorm_(net: nn.Module, batches: Sequence[torch.Tensor], progress: bool = False) -> nn.Module:
