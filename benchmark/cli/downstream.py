@@ -19,7 +19,8 @@ def _pct(p) -> str:
 def downstream_cmd(
     artist: str = typer.Option("pacs", "--artist", "-a", help="a labelled domain (pacs)"),
     profile: str = typer.Option("smoke", "--profile", "-p",
-                                help="which runs to score (ci, smoke, quick, paper); also sizes the classifier"),
+                                help="which runs to score (ci, smoke, quick, paper); also sizes the scratch "
+                                     "classifier (not the --probe)"),
     seed: int = typer.Option(0, "--seed", help="which runs to score"),
     runs: str = typer.Option("", "--runs", help="run ids, comma-separated (default: every method's newest finished "
                                                 "run of the artist at --profile and --seed)"),
