@@ -13,10 +13,18 @@ while comparing against the unflipped one (flip equivariance). No image pool, Ad
 
 Choices made where the reference leaves room (documented so they can be checked):
 
-- Encoder taps: ``networks.CUT_NCE_LAYERS`` (input, stem block, both downsampling blocks, first
-  residual block), CUT's indices 0, 4, 8, 12, 16 mapped by meaning onto the shared generator.
+- Encoder taps: ``networks.CUT_NCE_LAYERS`` = the input, the first and the second
+  downsampling convolution (before their norms), residual blocks 1 and 5: the reference's
+  ``--nce_layers 0,4,8,12,16`` of its default generator, receptive fields 1 / 9 / 15 / 35 /
+  99 px. Profiles whose generator has fewer than 5 residual blocks (``ci``) set
+  ``nce_layers`` to their deepest block instead of res5; the taps are config fields, so they
+  are in the run's record and its id, and ``fit`` logs each with its receptive field.
   The input tap is the reflection-padded image; its 3-pixel border (copies of interior pixels)
   is cropped before sampling so every tap covers exactly the image.
+- Networks: the reference's defaults, anti-aliased down/upsampling in G and D
+  (``antialias``) and xavier-normal init with gain 0.02 for G, D and the heads
+  (``init_type``); ``--set antialias=false --set init_type=normal`` gives the plain variant
+  (CycleGAN's networks and init) that ``VERSION`` 1 trained.
 - Patch locations are the *same* on every tap of one image (the reference draws an
   independent permutation per tap): ``sample_locations`` draws distinct cells of the
   coarsest tap's grid plus a uniform offset inside each cell, in normalised image coordinates
@@ -28,7 +36,9 @@ Choices made where the reference leaves room (documented so they can be checked)
 - The MLP heads (Linear-ReLU-Linear, 256 dims, then L2 normalisation) are built in
   ``__init__`` from the taps' channel counts (a dummy encoder pass), not on the first batch
   as in the reference, so they exist before the optimiser is built and a checkpoint resumes
-  exactly. All networks use the shared N(0, 0.02) init (the reference uses Xavier for CUT).
+  exactly.
+
+docs/methods/cut.md lists every remaining difference from the reference and why.
 
 Training images and batches: CycleGAN's in-memory image set and ``batch(seed, iteration)``
 (one epoch = max(#paintings, #photos) iterations, per-epoch painting permutation, random
@@ -49,14 +59,17 @@ from torch import nn
 from baselines.cyclegan import UnpairedGAN, UnpairedTrainingConfig
 from baselines.networks import (
     CUT_NCE_LAYERS,
+    INIT_TYPES,
     PatchDiscriminator,
     ResnetGenerator,
+    generator_taps,
     init_weights,
     lsgan_loss,
     pad_to_multiple,
     set_requires_grad,
 )
 from benchmark.errors import ArtshiftError
+from benchmark.method import RunContext, TrainData
 from benchmark.profiles import check_profile
 
 
@@ -74,6 +87,25 @@ class CUTConfig(UnpairedTrainingConfig):
     nce_T: float = 0.07
     n_epochs: int = 200
     n_epochs_decay: int = 200
+    antialias: bool = True  # blur-pool down/upsampling in G and D (the reference's default); False: stride-2 convs
+    init_type: str = "xavier"  # xavier-normal with gain init_gain (the reference's --init_type); "normal": N(0, gain)
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        valid = generator_taps(self.n_blocks)
+        unknown = [t for t in self.nce_layers if t not in valid]
+        if unknown:
+            blocks = sorted({f"res{min(1, self.n_blocks)}", f"res{self.n_blocks}"} - {"res0"})
+            example = ",".join(["pad", "down1_conv", "down2_conv", *blocks])
+            problems.append(f"nce_layers {list(unknown)} do not exist in a generator with n_blocks={self.n_blocks} "
+                            f"(taps: {', '.join(valid)}); e.g. --set nce_layers={example}")
+        if not self.nce_layers:
+            problems.append("nce_layers is empty: PatchNCE needs at least one tap")
+        elif len(set(self.nce_layers)) != len(self.nce_layers):
+            problems.append(f"nce_layers {list(self.nce_layers)} names a tap twice")
+        if self.init_type not in INIT_TYPES:
+            problems.append(f"init_type={self.init_type!r} is not one of {', '.join(INIT_TYPES)}")
+        return problems
 
 
 @dataclass
@@ -88,10 +120,14 @@ class FastCUTConfig(CUTConfig):
 # Settings per profile on top of the dataclass defaults (which are the paper's). The network
 # sizes and crops match CycleGAN's profiles so the methods are compared at equal capacity.
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
+    # 2 residual blocks: the reference's res5 tap does not exist, the deepest block stands in
     "ci": dict(load_size=36, crop_size=32, ngf=8, n_blocks=2, ndf=8, netF_nc=32,
+               nce_layers=("pad", "down1_conv", "down2_conv", "res1", "res2"),
                n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
-    # minutes on 2 CPU cores: 3000 iterations (a CUT iteration costs ~2/3 of a CycleGAN one, FastCUT
-    # ~2/5: measured side by side on 64 px crops), about the compute of CycleGAN's 2000-iteration smoke
+    # minutes on 2 CPU cores: 3000 iterations. With the plain networks a CUT iteration cost ~2/3 of a
+    # CycleGAN one (FastCUT ~2/5); the anti-aliased networks (full-resolution down/up convolutions,
+    # stride-1 PatchGAN) cost ~1.35x that for both (1.33-1.36x in two runs of
+    # benchmarks/cut_antialias.py, best of 12 x 3 steps, one thread): still below CycleGAN's iteration
     "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
                   n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
@@ -121,7 +157,9 @@ def patch_nce_loss(feat_q: torch.Tensor, feat_k: torch.Tensor, batch_size: int, 
     diagonal = torch.eye(p, dtype=torch.bool, device=feat_q.device)[None]
     l_neg = l_neg.masked_fill(diagonal, float("-inf")).view(n, p)  # the positive is not a negative
     logits = torch.cat([l_pos, l_neg], dim=1) / tau
-    return F.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=feat_q.device), reduction="none")
+    # cross-entropy with target 0, written without nll_loss (bit-identical values and gradients)
+    # so that no CUDA kernel on torch's list of non-deterministic ones is involved
+    return -F.log_softmax(logits, dim=1)[:, 0]
 
 
 def sample_locations(grid: tuple[int, int], n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -167,11 +205,21 @@ class PatchHeads(nn.Module):
 
 class CUT(UnpairedGAN):
     name = "cut"
+    # 2: the reference's taps (down convs pre-norm, res5), anti-aliased networks, xavier init
+    VERSION: ClassVar[str] = "2"
     config_class: ClassVar[type] = CUTConfig
 
     @classmethod
     def default_config(cls, profile: str) -> Any:
         return cls.config_class(**PROFILE_SETTINGS[check_profile(profile)])
+
+    @classmethod
+    def label_tags(cls, config: CUTConfig) -> tuple[str, ...]:
+        """Taps other than the reference's (the ci profile's, or a --set) are named in the row label:
+        PatchNCE at other depths compares patches of other sizes, so the row is another method."""
+        if tuple(config.nce_layers) == CUT_NCE_LAYERS:
+            return ()
+        return ("NCE taps " + ",".join(config.nce_layers),)
 
     def __init__(self, config: CUTConfig | None = None, device: torch.device | str = "cpu"):
         super().__init__(config or self.config_class(), device)
@@ -185,13 +233,12 @@ class CUT(UnpairedGAN):
         if c.num_patches < 1 or c.nce_T <= 0:
             raise ArtshiftError(f"{self.name}: num_patches must be >= 1 and nce_T > 0")
         self.checkpoint_every = int(c.checkpoint_every)
-        self.G = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm).to(self.device)
-        try:
-            self.nce_layers = tuple(c.nce_layers)
-            self.G._check_layers(self.nce_layers)
-        except ValueError as exc:
-            raise ArtshiftError(f"{self.name}: bad nce_layers: {exc}") from None
-        self.D = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
+        problems = c.check()
+        if problems:
+            raise ArtshiftError(f"{self.name}: " + "; ".join(problems))
+        self.G = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, antialias=c.antialias).to(self.device)
+        self.nce_layers = tuple(c.nce_layers)
+        self.D = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm, antialias=c.antialias).to(self.device)
         self.F = PatchHeads(self._tap_channels(), c.netF_nc).to(self.device)
         self.init_networks(torch.Generator().manual_seed(0))
         betas = (c.beta1, c.beta2)
@@ -213,11 +260,21 @@ class CUT(UnpairedGAN):
 
     def init_networks(self, generator: torch.Generator) -> None:
         for net in self.networks().values():
-            init_weights(net, self.config.init_gain, generator)
+            init_weights(net, self.config.init_gain, generator, self.config.init_type)
+
+    def tap_receptive_fields(self) -> dict[str, int]:
+        """Receptive field (px) of every PatchNCE tap: the scale at which each one compares patches."""
+        return {name: self.G.receptive_field(name) for name in self.nce_layers}
+
+    def prepare_extra(self, data: TrainData, run: RunContext) -> None:
+        c = self.config
+        taps = ", ".join(f"{name} ({rf} px)" for name, rf in self.tap_receptive_fields().items())
+        run.log.info("%s: PatchNCE taps %s; %s networks, %s init", self.name, taps,
+                     "anti-aliased" if c.antialias else "plain stride-2", c.init_type)
 
     def batch(self, seed: int, iteration: int) -> dict[str, Any]:
         """CycleGAN's painting/photo crops plus the flip-equivariance coin: pure in (seed, iteration)."""
-        out = dict(super().batch(seed, iteration))
+        out: dict[str, Any] = dict(super().batch(seed, iteration))
         rng = np.random.default_rng([seed % 2**63, iteration, 0xF11B])
         out["flip"] = bool(self.config.flip_equivariance and rng.random() < 0.5)
         return out
@@ -248,10 +305,10 @@ class CUT(UnpairedGAN):
         with torch.no_grad():  # keys carry no gradient (detached in the loss) - skip the graph
             feat_k = self._taps(src)
         coarsest = min(feat_k, key=lambda f: f.shape[-2] * f.shape[-1])
-        locations = sample_locations(tuple(coarsest.shape[-2:]), c.num_patches)
+        locations = sample_locations((int(coarsest.shape[-2]), int(coarsest.shape[-1])), c.num_patches)
         total = torch.zeros((), device=src.device)
         for name, q, k in zip(self.nce_layers, feat_q, feat_k, strict=True):
-            ids = location_indices(locations, tuple(k.shape[-2:]))
+            ids = location_indices(locations, (int(k.shape[-2]), int(k.shape[-1])))
             with torch.no_grad():
                 k_emb = self.F(name, gather_patches(k, ids))
             q_emb = self.F(name, gather_patches(q, ids))
@@ -273,7 +330,6 @@ class CUT(UnpairedGAN):
             real = real.flip(-1)
         fake = self.G(real)
         fake_B = fake[:bs]
-        idt_B = fake[bs:] if c.nce_idt else None
 
         losses: dict[str, torch.Tensor] = {}
         # discriminator
@@ -291,7 +347,7 @@ class CUT(UnpairedGAN):
         losses["G_GAN"] = lsgan_loss(self.D(fake_B), True) * c.lambda_GAN
         losses["NCE"] = self.nce_loss(real_A, fake_B, flipped)
         if c.nce_idt:
-            losses["NCE_Y"] = self.nce_loss(real_B, idt_B, flipped)
+            losses["NCE_Y"] = self.nce_loss(real_B, fake[bs:], flipped)  # identity: G(photo) vs photo
             nce = 0.5 * (losses["NCE"] + losses["NCE_Y"])
         else:
             nce = losses["NCE"]

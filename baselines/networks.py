@@ -4,6 +4,16 @@ One module so that every GAN method in the benchmark trains the same architectur
 al. 2017, from Johnson et al.'s style-transfer network) and differences in the results come
 from the losses, not from the plumbing. Nothing else may keep a copy of these classes.
 
+Two variants of the generator and the PatchGAN, chosen by ``antialias``:
+
+- plain (``antialias=False``, CycleGAN's and ours' reference, pytorch-CycleGAN-and-pix2pix):
+  stride-2 convolutions down, stride-2 transposed convolutions up;
+- anti-aliased (``antialias=True``, the default of the CUT repository, Zhang 2019 "Making
+  convolutional networks shift-invariant again"): each stride-2 conv becomes a stride-1 conv
+  (then norm, activation) followed by ``BlurDownsample`` (3x3 binomial blur, stride 2), and
+  each transposed conv becomes ``BlurUpsample`` (4x4 binomial transposed blur) followed by a
+  stride-1 3x3 conv, norm, ReLU.
+
 Generator API (``ResnetGenerator``), fully convolutional, so a model trained on 64 px crops
 translates 256 px images (sides must be multiples of 4; ``pad_to_multiple`` helps):
 
@@ -12,26 +22,30 @@ translates 256 px images (sides must be multiples of 4; ``pad_to_multiple`` help
   order asked; stops after the deepest one, so it costs only the encoder.
 - ``G.forward_with_features(x, layers)`` -> ``(output, list[Tensor])``: the translation and
   the taps from the same forward pass (CUT needs both for the fake image).
-- ``G.taps``: the valid tap names, shallow to deep:
+- ``G.taps`` (``generator_taps(n_blocks)``): the valid tap names, shallow to deep:
   ``"pad"`` (the input after the first 3 px reflection pad), ``"stem"`` (7x7 conv block,
-  after ReLU, ngf channels, full resolution), ``"down1"`` / ``"down2"`` (the stride-2 conv
-  blocks after ReLU: 2 ngf at 1/2, 4 ngf at 1/4 resolution), ``"res1"`` ... ``"res<n>"``
-  (residual block outputs, 4 ngf at 1/4 resolution).
+  after ReLU, ngf channels, full resolution), ``"down1_conv"`` / ``"down2_conv"`` (the first
+  convolution of each downsampling step, *before* its norm: at the input's resolution of that
+  step when anti-aliased, already halved when plain), ``"down1"`` / ``"down2"`` (the whole
+  step: 2 ngf at 1/2, 4 ngf at 1/4 resolution), ``"res1"`` ... ``"res<n>"`` (residual block
+  outputs, 4 ngf at 1/4 resolution).
+- ``G.receptive_field(tap)``: the tap's receptive field in input pixels, from the module list.
 
-``CUT_NCE_LAYERS`` = pad, stem, down1, down2, res1: by meaning, the five taps the CUT paper
-lists as layers 0, 4, 8, 12, 16. The CUT repository's default generator has anti-aliased
-downsampling (conv + norm + ReLU + blur-pool per step), so there index 4 is the first
-downsampling conv (pre-norm), 8 the second, 12 res1 and 16 res5; ``("pad", "down1",
-"down2", "res1", "res5")`` is the closer equivalent of that module-index choice when a
-method wants it (needs ``n_blocks >= 5``).
+``CUT_NCE_LAYERS`` = pad, down1_conv, down2_conv, res1, res5: the CUT repository's
+``--nce_layers 0,4,8,12,16`` of its default (anti-aliased, 9-block) generator, whose module
+list is pad, conv7, norm, ReLU (0-3), conv, norm, ReLU, blur-pool (4-7, first down step),
+the same (8-11), residual blocks (12-20). Receptive fields: 1, 9, 15, 35, 99 px anti-aliased,
+1, 9, 13, 29, 93 px plain. It needs ``n_blocks >= 5``.
 
 Attribute layout (stable, checkpoints depend on it): ``pad``, ``stem``, ``down1``,
-``down2``, ``blocks`` (``nn.Sequential`` of ``ResnetBlock``), ``up1``, ``up2``, ``head``.
+``down2``, ``blocks`` (``nn.Sequential`` of ``ResnetBlock``), ``up1``, ``up2``, ``head``;
+the plain variant's state-dict keys are those of every earlier version of this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -39,7 +53,8 @@ import torch.nn.functional as F
 from torch import nn
 
 NORMS = ("instance", "batch", "none")
-CUT_NCE_LAYERS = ("pad", "stem", "down1", "down2", "res1")
+INIT_TYPES = ("normal", "xavier")
+CUT_NCE_LAYERS = ("pad", "down1_conv", "down2_conv", "res1", "res5")
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
@@ -59,53 +74,177 @@ def _conv_bias(norm: str) -> bool:
     return norm != "batch"
 
 
+# --- padding -------------------------------------------------------------------------------------
+def reflection_pad(x: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflection padding (left, right, top, bottom) of the last two dims from flipped slices.
+
+    Only slicing, ``flip`` and ``cat``, whose backward passes are deterministic on every
+    device; CUDA's ``reflection_pad2d_backward`` accumulates with atomics and has no
+    deterministic kernel, so ``torch.use_deterministic_algorithms(True)`` refuses it.
+    """
+    left, right, top, bottom = padding
+    h, w = x.shape[-2:]
+    if max(left, right) >= w or max(top, bottom) >= h or min(padding) < 0:
+        raise ValueError(f"reflection padding {padding} needs each pad < the dimension it pads ({h}x{w})")
+    if left or right:
+        parts = [x[..., 1:left + 1].flip(-1)] if left else []
+        parts.append(x)
+        if right:
+            parts.append(x[..., w - 1 - right:w - 1].flip(-1))
+        x = torch.cat(parts, dim=-1)
+    if top or bottom:
+        parts = [x[..., 1:top + 1, :].flip(-2)] if top else []
+        parts.append(x)
+        if bottom:
+            parts.append(x[..., h - 1 - bottom:h - 1, :].flip(-2))
+        x = torch.cat(parts, dim=-2)
+    return x
+
+
+class ReflectionPad(nn.Module):
+    """Drop-in for ``nn.ReflectionPad2d`` that stays usable under deterministic algorithms.
+
+    With torch's deterministic mode on it pads with ``reflection_pad`` (flipped slices);
+    otherwise with torch's own kernel. Both give the same values; their float32 gradients
+    differ in the last bit (they sum the up to four contributions of a border pixel in a
+    different order), so the fast kernel is kept where it is allowed and runs made without
+    ``--deterministic`` compute exactly what they computed before. No parameters or buffers:
+    swapping it for ``nn.ReflectionPad2d`` leaves every state-dict key where it was.
+    """
+
+    def __init__(self, padding: int | tuple[int, int, int, int]):
+        super().__init__()
+        sides = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+        if len(sides) != 4:
+            raise ValueError(f"padding must be an int or (left, right, top, bottom), got {padding!r}")
+        self.padding: tuple[int, int, int, int] = (int(sides[0]), int(sides[1]), int(sides[2]), int(sides[3]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.are_deterministic_algorithms_enabled():
+            return reflection_pad(x, self.padding)
+        return F.pad(x, self.padding, mode="reflect")
+
+    def extra_repr(self) -> str:
+        return f"{self.padding}"
+
+
+# --- anti-aliased resampling (Zhang 2019), as the CUT repository defines it -----------------------
+def binomial_filter(size: int) -> torch.Tensor:
+    """``size`` x ``size`` outer product of row ``size - 1`` of Pascal's triangle, summing to 1.
+
+    Size 3: [1, 2, 1] x [1, 2, 1] / 16; size 4: [1, 3, 3, 1] x [1, 3, 3, 1] / 64 (float64).
+    """
+    if size < 1:
+        raise ValueError("filter size must be >= 1")
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float64)
+    grid = row[:, None] * row[None, :]
+    return grid / grid.sum()
+
+
+class BlurDownsample(nn.Module):
+    """Reflection pad 1, depthwise 3x3 binomial blur, stride 2: halves H and W (rounding up).
+
+    Low-pass before subsampling so that a one-pixel shift of the input does not alias into
+    a different feature map; the filter is a fixed non-persistent buffer (a formula, not
+    state), so checkpoints hold only learned tensors.
+    """
+
+    kernel_size = 3
+    stride = 2
+    filt: torch.Tensor
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.pad = ReflectionPad(1)
+        filt = binomial_filter(self.kernel_size).float()[None, None].repeat(channels, 1, 1, 1)
+        self.register_buffer("filt", filt, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.filt, stride=self.stride, groups=self.channels)
+
+
+class BlurUpsample(nn.Module):
+    """Replication pad 1, depthwise transposed 4x4 binomial filter (x4 gain), stride 2: doubles H, W.
+
+    The CUT repository's ``Upsample``: ``conv_transpose2d(pad, filt, stride 2, padding 2)``
+    cropped by one pixel on every side (its ``[1:, 1:]`` then ``[:-1, :-1]``). The gain 4 =
+    stride squared keeps a constant image constant.
+    """
+
+    kernel_size = 4
+    stride = 2
+    filt: torch.Tensor
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        filt = (binomial_filter(self.kernel_size) * self.stride ** 2).float()[None, None].repeat(channels, 1, 1, 1)
+        self.register_buffer("filt", filt, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # replication pad: torch's backward for it is deterministic on CUDA
+        y = F.conv_transpose2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.filt, stride=self.stride,
+                               padding=2, groups=self.channels)
+        return y[..., 1:-1, 1:-1]
+
+
+# --- generator -----------------------------------------------------------------------------------
 class ResnetBlock(nn.Module):
     """Two 3x3 reflection-padded convs with a skip connection (optional dropout between)."""
 
     def __init__(self, channels: int, norm: str = "instance", use_dropout: bool = False):
         super().__init__()
         bias = _conv_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias),
+        layers: list[nn.Module] = [ReflectionPad(1), nn.Conv2d(channels, channels, 3, bias=bias),
                                    norm_layer(norm, channels), nn.ReLU(True)]
         if use_dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
+        layers += [ReflectionPad(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
+def generator_taps(n_blocks: int) -> tuple[str, ...]:
+    """Tap names of a ``ResnetGenerator`` with ``n_blocks`` residual blocks, shallow to deep."""
+    return ("pad", "stem", "down1_conv", "down1", "down2_conv", "down2") + tuple(f"res{i + 1}" for i in range(n_blocks))
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, n x R4ngf, u2ngf, u ngf, c7s1-3 + tanh (Zhu et al. 2017, appendix)."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", use_dropout: bool = False):
+                 norm: str = "instance", use_dropout: bool = False, antialias: bool = False):
         super().__init__()
         if n_blocks < 0:
             raise ValueError("n_blocks must be >= 0")
         bias = _conv_bias(norm)
         self.n_blocks = n_blocks
-        self.pad = nn.ReflectionPad2d(3)
+        self.antialias = antialias
+        self.pad = ReflectionPad(3)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True))
-        self.down1 = _down(ngf, ngf * 2, norm, bias)
-        self.down2 = _down(ngf * 2, ngf * 4, norm, bias)
+        self.down1 = _down(ngf, ngf * 2, norm, bias, antialias)
+        self.down2 = _down(ngf * 2, ngf * 4, norm, bias, antialias)
         self.blocks = nn.Sequential(*[ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)])
-        self.up1 = _up(ngf * 4, ngf * 2, norm, bias)
-        self.up2 = _up(ngf * 2, ngf, norm, bias)
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh())
+        self.up1 = _up(ngf * 4, ngf * 2, norm, bias, antialias)
+        self.up2 = _up(ngf * 2, ngf, norm, bias, antialias)
+        self.head = nn.Sequential(ReflectionPad(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh())
 
     @property
     def taps(self) -> tuple[str, ...]:
-        return ("pad", "stem", "down1", "down2") + tuple(f"res{i + 1}" for i in range(self.n_blocks))
+        return generator_taps(self.n_blocks)
 
-    def _encoder_stages(self):
-        yield "pad", self.pad
-        yield "stem", self.stem
-        yield "down1", self.down1
-        yield "down2", self.down2
+    def _encoder_stages(self) -> Iterator[tuple[str, Sequence[nn.Module]]]:
+        """(tap name, modules from the previous tap to this one): the encoder, in order."""
+        yield "pad", [self.pad]
+        yield "stem", [self.stem]
+        for name, step in (("down1", self.down1), ("down2", self.down2)):
+            yield f"{name}_conv", [step[0]]
+            yield name, list(step)[1:]
         for i, block in enumerate(self.blocks):
-            yield f"res{i + 1}", block
+            yield f"res{i + 1}", [block]
 
     def _check_layers(self, layers: Sequence[str]) -> None:
         unknown = [name for name in layers if name not in self.taps]
@@ -116,8 +255,9 @@ class ResnetGenerator(nn.Module):
         self._check_layers(layers)
         wanted = set(layers)
         found: dict[str, torch.Tensor] = {}
-        for name, stage in self._encoder_stages():
-            x = stage(x)
+        for name, modules in self._encoder_stages():
+            for module in modules:
+                x = module(x)
             if name in wanted:
                 found[name] = x
                 if stop_early and len(found) == len(wanted):
@@ -140,29 +280,59 @@ class ResnetGenerator(nn.Module):
         h = self.blocks(self.down2(self.down1(self.stem(self.pad(x)))))
         return self.decode(h)
 
+    def receptive_field(self, tap: str) -> int:
+        """Input pixels (per side) that one feature of ``tap`` depends on through its convolutions.
 
-def _down(cin: int, cout: int, norm: str, bias: bool) -> nn.Sequential:
+        Counted from the module list like the CUT paper's numbers; instance norm's statistics
+        (which see the whole image) are left out, as there.
+        """
+        self._check_layers([tap])
+        modules: list[nn.Module] = []
+        for name, stage in self._encoder_stages():
+            modules += stage
+            if name == tap:
+                break
+        return _receptive_field(modules)
+
+
+def _down(cin: int, cout: int, norm: str, bias: bool, antialias: bool) -> nn.Sequential:
+    if antialias:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias), norm_layer(norm, cout),
+                             nn.ReLU(True), BlurDownsample(cout))
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=bias), norm_layer(norm, cout), nn.ReLU(True))
 
 
-def _up(cin: int, cout: int, norm: str, bias: bool) -> nn.Sequential:
+def _up(cin: int, cout: int, norm: str, bias: bool, antialias: bool) -> nn.Sequential:
+    if antialias:
+        return nn.Sequential(BlurUpsample(cin), nn.Conv2d(cin, cout, 3, stride=1, padding=1, bias=bias),
+                             norm_layer(norm, cout), nn.ReLU(True))
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1, bias=bias),
                          norm_layer(norm, cout), nn.ReLU(True))
 
 
+# --- discriminator -------------------------------------------------------------------------------
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: with n_layers=3 each output logit sees a 70x70 receptive field of the input."""
+    """PatchGAN: with n_layers=3 each output logit sees 70x70 input pixels (84x84 anti-aliased)."""
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 antialias: bool = False):
         super().__init__()
         bias = _conv_bias(norm)
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        self.antialias = antialias
+        if antialias:
+            layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=1, padding=1), nn.LeakyReLU(0.2, True),
+                                       BlurDownsample(ndf)]
+        else:
+            layers = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2 ** n, 8)
-            stride = 2 if n < n_layers else 1  # the last feature layer keeps the resolution
+            downsample = n < n_layers  # the last feature layer keeps the resolution
+            stride = 2 if downsample and not antialias else 1
             layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
                        norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+            if downsample and antialias:
+                layers.append(BlurDownsample(ndf * mult))
         layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
@@ -170,33 +340,63 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
-def receptive_field(net: PatchDiscriminator) -> int:
-    """Receptive field (pixels) of one output of a PatchDiscriminator; 70 for the default."""
+def _receptive_field(modules: Sequence[nn.Module]) -> int:
+    """Receptive field of a chain of modules: 1 + sum (kernel - 1) x (product of earlier strides)."""
     rf, jump = 1, 1
-    for m in net.model:
-        if isinstance(m, nn.Conv2d):
-            rf += (m.kernel_size[0] - 1) * jump
-            jump *= m.stride[0]
+
+    def visit(m: nn.Module) -> None:
+        nonlocal rf, jump
+        if isinstance(m, (nn.Conv2d, BlurDownsample)):
+            kernel = m.kernel_size if isinstance(m, BlurDownsample) else m.kernel_size[0]
+            stride = m.stride if isinstance(m, BlurDownsample) else m.stride[0]
+            rf += (kernel - 1) * jump
+            jump *= stride
+        elif isinstance(m, (nn.ConvTranspose2d, BlurUpsample)):
+            raise ValueError("receptive fields are counted on encoders only (no upsampling)")
+        elif isinstance(m, (nn.Sequential, ResnetBlock)):
+            for child in m.children():
+                visit(child)
+
+    for m in modules:
+        visit(m)
     return rf
 
 
-@torch.no_grad()
-def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> nn.Module:
-    """N(0, gain) conv/linear weights, zero biases, N(1, gain) batch-norm scales (reference init).
+def receptive_field(net: PatchDiscriminator) -> int:
+    """Receptive field (pixels) of one output of a PatchDiscriminator; 70 plain, 84 anti-aliased."""
+    return _receptive_field(list(net.model))
 
-    Values are drawn on the CPU from ``generator`` (or the global generator) and copied in, so
-    the same seed gives the same weights on any device.
+
+# --- initialisation ------------------------------------------------------------------------------
+@torch.no_grad()
+def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None,
+                 init_type: str = "normal") -> nn.Module:
+    """Conv/linear weights N(0, gain) (``normal``, CycleGAN) or xavier-normal with ``gain`` (CUT),
+    zero biases, N(1, gain) batch-norm scales: the references' ``init_weights``.
+
+    Xavier draws N(0, gain * sqrt(2 / (fan_in + fan_out))) with torch's fan rule, as
+    ``nn.init.xavier_normal_`` does. Values are drawn on the CPU from ``generator`` (or the
+    global generator) and copied in, so the same seed gives the same weights on any device.
     """
-    def normal(t: torch.Tensor, mean: float) -> None:
-        t.copy_(torch.randn(t.shape, generator=generator, dtype=torch.float32) * gain + mean)
+    if init_type not in INIT_TYPES:
+        raise ValueError(f"unknown init_type {init_type!r} (known: {', '.join(INIT_TYPES)})")
+
+    def normal(t: torch.Tensor, mean: float, std: float) -> None:
+        t.copy_(torch.randn(t.shape, generator=generator, dtype=torch.float32) * std + mean)
+
+    def std_of(w: torch.Tensor) -> float:
+        if init_type == "normal":
+            return gain
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+        return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            normal(m.weight, 0.0)
+            normal(m.weight, 0.0, std_of(m.weight))
             if m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm2d):
-            normal(m.weight, 1.0)
+            normal(m.weight, 1.0, gain)
             m.bias.zero_()
     return net
 

@@ -11,7 +11,6 @@ from helpers_methods import painting_batch, tiny_data, tiny_run
 
 from baselines.cyclegan import CycleGAN
 from baselines.networks import (
-    CUT_NCE_LAYERS,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
@@ -150,8 +149,8 @@ def test_generator_is_fully_convolutional(size):
     x = torch.rand(2, 3, size, size) * 2 - 1
     y = g(x)
     assert y.shape == x.shape and y.abs().max() <= 1
-    feats = g.encode(x, CUT_NCE_LAYERS)
-    expected = [(3, size + 6), (8, size), (16, size // 2), (32, size // 4), (32, size // 4)]
+    feats = g.encode(x, ["pad", "stem", "down1", "down2", "res1", "down1_conv"])
+    expected = [(3, size + 6), (8, size), (16, size // 2), (32, size // 4), (32, size // 4), (16, size // 2)]
     assert [(f.shape[1], f.shape[-1]) for f in feats] == expected
     out, feats2 = g.forward_with_features(x, ["res2", "pad", "down1"])
     assert torch.allclose(out, y, atol=1e-6)
