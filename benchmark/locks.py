@@ -49,6 +49,10 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
+    def held(self) -> bool:
+        """Whether a live process holds this lock now (read by `bench sweep status`)."""
+        return self.path.exists() and not self._stale()
+
     def _stale(self) -> bool:
         try:
             age = time.time() - self.path.stat().st_mtime

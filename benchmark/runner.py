@@ -36,7 +36,7 @@ from benchmark.locks import RunLock
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import apply_overrides, check_profile
 from benchmark.spec import SPEC_VERSION, RunSpec
-from benchmark.store import MetricRow, Store
+from benchmark.store import MetricRow, Store, check_rows, provenance
 from benchmark.training import seed_everything
 
 log = logging.getLogger("artshift.run")
@@ -174,6 +174,24 @@ def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
     write_atomic(run_dir / "metrics.json", json.dumps(store.metrics_for(run_id), indent=2))
 
 
+def _write_status(run_dir: Path, status: str, timings: dict[str, float], *, error: str | None = None,
+                  method_weights: str | None = None) -> None:
+    """How the run ended, in its own folder: what `bench sweep status` shows and `collect` imports
+    (sweep workers never open the shared store). Never hides the run's own error."""
+    try:
+        write_atomic(run_dir / "status.json", json.dumps(
+            {"status": status, "error": error, "timings": timings, "method_weights": method_weights,
+             "provenance": provenance(), "finished_at": time.time()}, indent=2, default=str))
+    except Exception as exc:  # e.g. a full disk
+        log.error("could not write %s: %s", run_dir / "status.json", exc)
+
+
+def rows_as_json(run_id: str, rows: list[MetricRow]) -> list[dict[str, Any]]:
+    """Metric rows as ``metrics.json`` holds them (the store's columns)."""
+    now = time.time()
+    return [{"run_id": run_id, **dataclasses.asdict(r), "created_at": now} for r in rows]
+
+
 def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
               data_fingerprint: str) -> tuple[Any, Any, RunSpec]:
     """(method class, resolved config, v2 spec): the id hashes the coerced config, not the typed text."""
@@ -201,22 +219,29 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
             skip_bad: bool = False, progress: bool = True, device: str = "cpu",
-            store: Store | None = None, wait: float = 0.0) -> RunResult:
+            store: Store | None = None, wait: float = 0.0, worker: bool = False) -> RunResult:
     """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded.
 
     ``wait``: seconds to wait while another process holds this run (0: say who holds it, at once).
+    ``worker``: a sweep worker, possibly on a network file system where SQLite locking is unsafe:
+    the result goes only into the run folder (``metrics.json``, ``status.json``, ``DONE``) and the
+    store is never opened; ``benchmark.sweep.collect`` imports it later, from one process.
     """
     overrides = dict(overrides or {})
     home = paths.home(home)
-    store = store or Store(home / "results.sqlite")
+    if not worker:
+        store = store or Store(home / "results.sqlite")
     cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
                                                    progress)
     run_dir = run_dir_for(home, spec)
     # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
     with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
         done_marker = run_dir / "DONE"
-        stored = store.run(spec.run_id)
-        if not force and done_marker.exists() and stored and stored["status"] == "done":
+        if worker and not force and done_marker.exists() and (run_dir / "metrics.json").exists():
+            return RunResult(spec.run_id, run_dir, spec, json.loads((run_dir / "metrics.json").read_text()),
+                             reused=True)
+        stored = store.run(spec.run_id) if store is not None else None
+        if store is not None and not force and done_marker.exists() and stored and stored["status"] == "done":
             rows: list[MetricRow] = []
             if weights is not None:  # asked for specific extractor weights: measure with them unless already done
                 ids = {r["extractor_id"] for r in store.metrics_for(spec.run_id)}
@@ -232,14 +257,17 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         if force:
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
+            if store is not None:  # a worker's run: collect replaces all of the run's rows
+                store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(
             {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
              "data_root": str(root), "layout": domain.layout}, indent=2, default=str))
-        store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
-                        spec_json=spec.canonical_json(), run_dir=str(run_dir), data_fingerprint=spec.data_fingerprint,
-                        spec_version=SPEC_VERSION)
+        (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's failure no longer holds
+        if store is not None:
+            store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
+                            spec_json=spec.canonical_json(), run_dir=str(run_dir),
+                            data_fingerprint=spec.data_fingerprint, spec_version=SPEC_VERSION)
         file_log = logging.FileHandler(run_dir / "log.txt")
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("artshift").addHandler(file_log)
@@ -264,17 +292,27 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             timings["evaluate_s"] = time.perf_counter() - t
             # the rows and the 'done' status in one transaction; a method's own network weights
             # (Gatys' VGG-19) label the row when not the standard ones
-            store.finish_run(spec.run_id, "done", timings, method_weights=getattr(model, "weights_id", None), rows=rows)
-            _write_metrics_json(run_dir, store, spec.run_id)
+            method_weights = getattr(model, "weights_id", None)
+            if store is not None:
+                store.finish_run(spec.run_id, "done", timings, method_weights=method_weights, rows=rows)
+                _write_metrics_json(run_dir, store, spec.run_id)
+            else:
+                check_rows(spec.run_id, rows, done=True)
+                write_atomic(run_dir / "metrics.json", json.dumps(rows_as_json(spec.run_id, rows), indent=2))
+            _write_status(run_dir, "done", timings, method_weights=method_weights)
             done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         except BaseException as exc:
-            _record_failure(store, spec.run_id, exc, timings)
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl-C, SIGTERM, a scheduler's requeue
+            _write_status(run_dir, "interrupted" if interrupted else "failed", timings,
+                          error=f"{type(exc).__name__}: {exc}")
+            if store is not None:
+                _record_failure(store, spec.run_id, exc, timings)
             raise
         finally:
             logging.getLogger("artshift").removeHandler(file_log)
             file_log.close()
-        return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), timings=timings,
-                         skipped=[str(p) for p in skipped])
+        metrics = store.metrics_for(spec.run_id) if store is not None else rows_as_json(spec.run_id, rows)
+        return RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
 
 
 # --- finished runs ------------------------------------------------------------------------------

@@ -118,6 +118,17 @@ class MetricRow:
     high: float | None = None
 
 
+def check_rows(run_id: str, rows: list[MetricRow], *, done: bool = False) -> None:
+    """Refuse rows that must never be recorded: none at all for a finished run, or a non-finite value."""
+    if done and not rows:
+        raise ArtshiftError(f"run {run_id} produced no metric rows; not recording it as done")
+    bad = [r for r in rows if not math.isfinite(r.value)]
+    if bad:  # SQLite would store NaN as NULL and refuse it with an opaque NOT NULL error
+        raise ArtshiftError(f"run {run_id}: {bad[0].display_name} is {bad[0].value} "
+                            f"({len(bad)} non-finite value(s)); nothing was recorded",
+                            hint="the translations or features contain NaN/inf; check the run's images")
+
+
 def provenance() -> dict[str, Any]:
     """Package versions, git revision (if any), machine: what a reader needs to trust a number."""
     import numpy
@@ -258,8 +269,8 @@ class Store:
                    rows: list[MetricRow] | None = None) -> None:
         """Set a run's final status; ``rows`` are written in the same transaction, so a run is
         never 'done' without its metric rows (nor are rows left behind for a run that failed)."""
-        if status == "done" and rows is not None and not rows:
-            raise ArtshiftError(f"run {run_id} produced no metric rows; not recording it as done")
+        if status == "done" and rows is not None:
+            check_rows(run_id, rows, done=True)
         with self._connect() as con:
             if rows:
                 self._insert_metrics(con, run_id, rows)
@@ -279,11 +290,7 @@ class Store:
 
     @staticmethod
     def _insert_metrics(con: sqlite3.Connection, run_id: str, rows: list[MetricRow]) -> None:
-        bad = [r for r in rows if not math.isfinite(r.value)]
-        if bad:  # SQLite would store NaN as NULL and refuse it with an opaque NOT NULL error
-            raise ArtshiftError(f"run {run_id}: {bad[0].display_name} is {bad[0].value} "
-                                f"({len(bad)} non-finite value(s)); nothing was recorded",
-                                hint="the translations or features contain NaN/inf; check the run's images")
+        check_rows(run_id, rows)
         now = time.time()
         con.executemany(
             """INSERT OR REPLACE INTO metrics (run_id, metric, layer, display_name, value, std, low, high,
@@ -291,6 +298,30 @@ class Store:
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [(run_id, r.metric, r.layer, r.display_name, r.value, r.std, r.low, r.high, r.direction, r.n_real,
               r.n_fake, r.extractor_id, r.resize_mode, r.metric_version, now) for r in rows])
+
+    def import_run(self, run_id: str, *, method: str, artist: str, profile: str, seed: int, spec_json: str,
+                   spec_version: int, run_dir: str, data_fingerprint: str, status: str, timings: dict[str, float],
+                   error: str | None, method_weights: str | None, provenance: dict[str, Any] | None,
+                   rows: list[MetricRow]) -> None:
+        """Record a run that a sweep worker finished in its own folder: the run and exactly its rows
+        (older rows of the run are replaced) in one transaction, so importing twice changes nothing."""
+        if status == "done":
+            check_rows(run_id, rows, done=True)
+        now = time.time()
+        with self._connect() as con:
+            con.execute(
+                """INSERT INTO runs (run_id, kind, method, artist, profile, seed, spec_json, spec_version, run_dir,
+                                     data_fingerprint, method_weights, status, error, timings_json, provenance_json,
+                                     created_at, updated_at)
+                   VALUES (?, 'run', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET run_dir=excluded.run_dir, method_weights=excluded.method_weights,
+                       status=excluded.status, error=excluded.error, timings_json=excluded.timings_json,
+                       provenance_json=excluded.provenance_json, updated_at=excluded.updated_at""",
+                (run_id, method, artist, profile, seed, spec_json, spec_version, run_dir, data_fingerprint,
+                 method_weights, status, error, json.dumps(timings), json.dumps(provenance or {}), now, now))
+            con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            if rows:
+                self._insert_metrics(con, run_id, rows)
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as con:
