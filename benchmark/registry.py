@@ -67,6 +67,7 @@ methods: Registry[Any] = Registry("method")
 extractors: Registry[Any] = Registry("feature extractor")  # targets are create(**kwargs) functions
 metrics: Registry[Any] = Registry("metric")  # targets are benchmark.metrics.Metric objects
 commands: Registry[Any] = Registry("command group")  # targets are register(app) functions
+executors: Registry[Any] = Registry("executor")  # targets are benchmark.sweep executor classes
 
 # --- methods ------------------------------------------------------------------------------
 methods.register("original", "baselines.original:Original",
@@ -110,6 +111,12 @@ metrics.register("balanced_accuracy", "benchmark.metrics.accuracy:BALANCED",
 metrics.register("class_accuracy", "benchmark.metrics.accuracy:PER_CLASS",
                  "downstream accuracy on one class, layer classifier:<class> (bench downstream)")
 
+# --- sweep executors ---------------------------------------------------------------------
+executors.register("local", "benchmark.sweep:PoolExecutor", "a local process pool (--workers, one torch thread each)")
+executors.register("ray", "benchmark.sweep:RayExecutor", "Ray core tasks: a local cluster or --address (extra: ray)")
+executors.register("slurm", "benchmark.sweep:SubmititExecutor",
+                   "submitit: Slurm jobs, requeued on timeout/preemption (extra: slurm); locally without Slurm")
+
 # --- command groups ------------------------------------------------------------------------
 commands.register("run", "benchmark.cli.run:register", "methods, run, eval: list methods, run one, evaluate a folder")
 commands.register("leaderboard", "reports.cli:register", "leaderboard: every finished run in the paper's layout")
@@ -122,3 +129,4 @@ commands.register("shift", "reports.shift_cli:register", "shift: distance to pho
 commands.register("bank", "methods.bank_cli:register", "bank build: memory banks of real photo patches for 'ours'")
 commands.register("study", "reports.study_cli:register", "study make|serve|tally: user studies in the paper's protocols")
 commands.register("grid", "reports.grid_cli:register", "grid: paintings beside each method's translation (PNG + PDF)")
+commands.register("sweep", "benchmark.cli.sweep:register", "sweep plan|launch|status|collect: methods x artists x seeds")
