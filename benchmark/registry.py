@@ -130,3 +130,4 @@ commands.register("bank", "methods.bank_cli:register", "bank build: memory banks
 commands.register("study", "reports.study_cli:register", "study make|serve|tally: user studies in the paper's protocols")
 commands.register("grid", "reports.grid_cli:register", "grid: paintings beside each method's translation (PNG + PDF)")
 commands.register("sweep", "benchmark.cli.sweep:register", "sweep plan|launch|status|collect: methods x artists x seeds")
+commands.register("report", "reports.report_cli:register", "report, ci: static HTML report; the CI leaderboard")
