@@ -41,9 +41,13 @@ from benchmark.errors import ArtshiftError
 FORMAT_VERSION = 1
 DEFAULT_SCALES = "16:6,8:5"
 GEOMETRIES = ("cosine", "l2")
+RETRIEVAL_SPACES = {"cosine": "loss geometry (centred, L2-normalised patches, inner product)",
+                    "l2": "raw patch pixels, L2 (official code)"}
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 BACKENDS = ("auto", "faiss", "torch")
-SEARCH_FIELDS = ("ef_search", "nprobe", "refine")  # search-time only: not part of the cache key
+# search-time only: not part of the cache key
+SEARCH_FIELDS = ("ef_search", "nprobe", "refine", "search_chunk")
+DEFAULT_SEARCH_CHUNK = 262_144  # bank vectors per block of the torch search: 1,681 queries -> 1.8 GB of scores
 ALL = "all"
 BACKGROUND = 0  # label of the background class in mask PNGs (the official code's class 0)
 
@@ -71,13 +75,13 @@ def parse_scales(text: str | Sequence[Any]) -> tuple[tuple[int, int], ...]:
                 raise ArtshiftError(f"bad patch scale {item!r} in {text!r}",
                                     hint="write scales as patch:stride pairs, e.g. 16:6,8:5")
     else:
-        pairs = [(int(a), int(b)) for a, b in text]
+        pairs = [(int(pair[0]), int(pair[1])) for pair in text]
     if not 1 <= len(pairs) <= 3:
         raise ArtshiftError(f"{len(pairs)} patch scales given: 1 to 3 are supported",
                             hint="e.g. --scales 16:6,8:5 or 16:6,8:5,4:3")
-    for patch, stride in pairs:
-        if patch < 2 or stride < 1:
-            raise ArtshiftError(f"bad patch scale {patch}:{stride}", hint="patch >= 2 and stride >= 1")
+    for size, step in pairs:
+        if size < 2 or step < 1:
+            raise ArtshiftError(f"bad patch scale {size}:{step}", hint="patch >= 2 and stride >= 1")
     if len(set(pairs)) != len(pairs):
         raise ArtshiftError(f"repeated patch scale in {pairs}")
     return tuple(pairs)
@@ -99,6 +103,8 @@ class BankSpec:
     ``pca`` > 0 searches a PCA projection to that many dims (per scale, when smaller than the
     patch dimension) and re-ranks ``k * refine`` candidates exactly: patches are so correlated
     that 768 -> 64 dims keeps the neighbourhoods, and HNSW builds and searches ~5x faster.
+    ``search_chunk``: bank vectors scored per block by the exact torch search (CUDA without
+    faiss-gpu), so its score matrix is [queries x search_chunk], never [queries x bank]; 0 = one block.
     """
 
     image_size: int
@@ -118,6 +124,7 @@ class BankSpec:
     refine: int = 4
     memory_gb: float = 8.0
     seed: int = 0
+    search_chunk: int = DEFAULT_SEARCH_CHUNK
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", parse_scales(self.scales))
@@ -131,6 +138,8 @@ class BankSpec:
                 raise ArtshiftError(f"patch size {patch} is larger than the {self.image_size}px training images")
         if self.memory_gb <= 0:
             raise ArtshiftError(f"bank memory budget {self.memory_gb} GB must be positive")
+        if self.search_chunk < 0:
+            raise ArtshiftError(f"search_chunk {self.search_chunk} must be >= 0 (0 = the whole bank in one block)")
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -204,8 +213,7 @@ def load_masks(paths: Sequence[Path], masks_dir: Path, size: int) -> np.ndarray:
             with Image.open(mp) as m:
                 if m.mode not in ("L", "P", "I", "I;16"):
                     raise ArtshiftError(f"mask {mp} is {m.mode}: expected a single-channel PNG label map")
-                m = m.resize((size, size), Image.NEAREST)
-                out[i] = np.asarray(m, dtype=np.int32)
+                out[i] = np.asarray(m.resize((size, size), Image.Resampling.NEAREST), dtype=np.int32)
     return out
 
 
@@ -235,6 +243,70 @@ def geometry_vectors(raw: torch.Tensor, mean: torch.Tensor, geometry: str) -> to
     return raw
 
 
+# ----------------------------------------------------------------------------- exact search
+def scores(queries: torch.Tensor, vectors: torch.Tensor, geometry: str, sqnorm: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """Float32 [n, m] similarity, larger = nearer: inner product (cosine geometry, unit vectors) or
+    2 q.v - |v|^2 = |q|^2 - |q - v|^2 (l2; the per-query |q|^2 does not change the ranking)."""
+    s = (queries @ vectors.T).float()
+    if geometry == "cosine":
+        return s
+    if sqnorm is None:
+        sqnorm = vectors.float().pow(2).sum(1)
+    return 2 * s - sqnorm
+
+
+def topk_rows(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries of each row and their columns, ordered by (value desc, column asc).
+
+    Ties are broken towards the lower column, so a search gives the same answer whatever its
+    block size (``torch.topk`` alone picks among equal values arbitrarily).
+    """
+    n, m = s.shape
+    k = min(k, m)
+    if k == 0:
+        return s.new_empty(n, 0), torch.empty(n, 0, dtype=torch.long, device=s.device)
+    kth = s.topk(k, dim=1).values[:, -1:]
+    above = s > kth
+    tied = s == kth
+    need = k - above.sum(1, keepdim=True, dtype=torch.int32)
+    keep = above | (tied & (tied.cumsum(1, dtype=torch.int32) <= need))
+    cols = keep.nonzero()[:, 1].view(n, k)  # exactly k per row, in column order
+    vals = s.gather(1, cols)
+    order = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return vals.gather(1, order), cols.gather(1, order)
+
+
+def merge_topk(best_v: torch.Tensor, best_i: torch.Tensor, v: torch.Tensor, i: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-k: ``best`` (earlier blocks, lower ids) and a new block's top-k, each ordered by
+    (value desc, id asc); a stable sort keeps the earlier, lower ids first among equal values."""
+    cat_v, cat_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+    order = torch.sort(cat_v, dim=1, descending=True, stable=True).indices[:, :k]
+    return cat_v.gather(1, order), cat_i.gather(1, order)
+
+
+def chunked_search(queries: torch.Tensor, vectors: torch.Tensor, k: int, geometry: str, chunk: int,
+                   sqnorm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-NN of ``queries`` among the rows of ``vectors``, scoring ``chunk`` rows at a time.
+
+    Returns (similarity [n, k] as ``scores`` defines it, row positions [n, k]); equal to one
+    block (``chunk=0``) to the last bit, ties included. Memory: [n x chunk] scores instead of
+    [n x len(vectors)], which at paper scale (1,681 queries x 10.6 M patches) is 71 GB.
+    """
+    n, total = len(queries), len(vectors)
+    k = min(k, total)
+    chunk = chunk or total
+    best_v = torch.empty(n, 0, device=queries.device)
+    best_i = torch.empty(n, 0, dtype=torch.long, device=queries.device)
+    for start in range(0, total, max(1, chunk)):
+        block = vectors[start:start + chunk]
+        sq = sqnorm[start:start + chunk] if sqnorm is not None else None
+        v, i = topk_rows(scores(queries, block, geometry, sq), k)
+        best_v, best_i = merge_topk(best_v, best_i, v, i + start, k)
+    return best_v, best_i
+
+
 # ----------------------------------------------------------------------------- index construction
 def _pq_m(dim: int, spec: BankSpec) -> int:
     m = spec.pq_m or max(1, dim // 8)
@@ -261,6 +333,7 @@ def lossy(kind: str, dim: int, spec: BankSpec) -> bool:
 def bytes_per_vector(kind: str, dim: int, spec: BankSpec) -> float:
     """What one indexed vector costs in memory (plus 8 bytes of id map), for the budget."""
     dim = dim if kind == "flat" else search_dim(dim, spec)
+    b: float
     if kind == "flat":
         b = 4 * dim
     elif kind == "hnsw":
@@ -403,12 +476,29 @@ class ClassIndex:
     def _torch_search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
         m = self.matrix()
         q = queries.detach().to(self.device, m.dtype)
-        if self.scale.geometry == "cosine":
-            score = q @ m.T
-        else:
-            score = 2 * (q @ m.T).float() - self._sqnorm
-        pos = score.float().topk(k, dim=1).indices
+        _, pos = chunked_search(q, m, k, self.scale.geometry, self.scale.spec.search_chunk, self._sqnorm)
+        assert self._ids_t is not None
         return self._ids_t[pos]
+
+    def settings(self) -> dict[str, Any]:
+        """How this bank is searched, as a run records it (the parameters that apply to its kind)."""
+        spec = self.scale.spec
+        out: dict[str, Any] = {"backend": self.backend, "index": self.kind, "n": len(self.ids),
+                               "retrieval_space": RETRIEVAL_SPACES[spec.geometry]}
+        if self.backend == "torch":
+            out |= {"exact": True, "search_chunk": spec.search_chunk,
+                    "dtype": "float16" if self.device.type == "cuda" else "float32"}
+            return out
+        out["exact"] = self.kind == "flat"
+        if self.kind in ("ivf", "ivfpq"):
+            out["nprobe"] = spec.nprobe
+        if self.kind == "hnsw":
+            out["ef_search"] = spec.ef_search
+        if spec.pca and search_dim(self.scale.dim, spec) < self.scale.dim:
+            out["pca"] = spec.pca
+        if lossy(self.kind, self.scale.dim, spec):
+            out["refine"] = spec.refine
+        return out
 
 
 class ScaleBank:
@@ -523,7 +613,7 @@ class MemoryBank:
             s = m["scales"][sb.key]
             a = s["classes"][ALL]
             rec = s.get("recall")
-            at = ", ".join(f"{k}={v}" for k, v in (rec or {}).get("search", {}).items() if k != "refine" or lossy(a["kind"], s["dim"], self.spec))
+            at = _settings_text((rec or {}).get("search", {}))
             rtxt = (f"recall@{rec['k']} {rec['recall']:.3f} on {rec['n_queries']} queries ({rec['queries']}; {at})"
                     if rec else "recall not measured")
             parts.append(f"  {sb.patch}:{sb.stride}  {a['n']:,} of {s['n_patches']:,} patches, {a['factory']}, "
@@ -560,23 +650,6 @@ def _iter_vectors(images: np.ndarray, patch: int, stride: int, chunk_images: int
     for start in range(0, len(images), chunk_images):
         stop = min(len(images), start + chunk_images)
         yield start * per, _patch_vectors(images, start, stop, patch, stride)
-
-
-def _exact_topk(images: np.ndarray, patch: int, stride: int, queries: torch.Tensor, mean: torch.Tensor,
-                geometry: str, k: int, chunk_images: int) -> torch.Tensor:
-    """Ground truth for recall: exact k-NN over every patch of every photo, streamed."""
-    best_s = torch.full((len(queries), k), -float("inf"))
-    best_i = torch.full((len(queries), k), -1, dtype=torch.long)
-    q = queries.float()
-    for first, raw in _iter_vectors(images, patch, stride, chunk_images):
-        v = geometry_vectors(raw, mean, geometry)
-        s = q @ v.T if geometry == "cosine" else 2 * q @ v.T - (v * v).sum(1)
-        top = s.topk(min(k, s.shape[1]), dim=1)
-        cat_s = torch.cat([best_s, top.values.float()], 1)
-        cat_i = torch.cat([best_i, top.indices + first], 1)
-        sel = cat_s.topk(k, dim=1).indices
-        best_s, best_i = cat_s.gather(1, sel), cat_i.gather(1, sel)
-    return best_i
 
 
 def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, train_vectors: torch.Tensor):
@@ -698,7 +771,7 @@ def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | Non
         bank = MemoryBank.load(tmp, device="cpu", backend="faiss", search=spec.search_params())
         for sb in bank.scales:
             q_raw = q_raw_by_scale[(sb.patch, sb.stride)]
-            meta["scales"][sb.key]["recall"] = measure_recall(sb, images, q_raw, recall_k, chunk,
+            meta["scales"][sb.key]["recall"] = measure_recall(sb, q_raw, recall_k, max(1, 200_000 // sb.per_image),
                                                               source=q_raw_by_scale["source"])
         meta["recall_seconds"] = time.perf_counter() - t_start - meta["build_seconds"]
         meta["total_bytes"] = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
@@ -776,15 +849,80 @@ def _recall_queries(query_images, images, spec, n_queries, rng, skip_bad) -> dic
     return out
 
 
-def measure_recall(sb: ScaleBank, images: np.ndarray, q_raw: torch.Tensor, k: int, chunk: int,
-                   source: str = "") -> dict[str, Any]:
-    """recall@k of the bank's search (index + subsampling + re-ranking) against exact search over all patches."""
+def exact_search(sb: ScaleBank, q: torch.Tensor, k: int, chunk_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ground truth for recall: exact k-NN over every patch of every bank photo (kept by the budget
+    or not), streamed a block of photos at a time on the bank's device; (similarity, global ids)."""
+    images = sb.bank.images_t
+    mean = sb.classes[ALL].mean.to(images.device)
+    q = q.to(images.device, torch.float32)
+    best_v = torch.empty(len(q), 0, device=images.device)
+    best_i = torch.empty(len(q), 0, dtype=torch.long, device=images.device)
+    for start in range(0, len(images), max(1, chunk_images)):
+        raw = unfold_patches(to_unit(images[start:start + chunk_images]), sb.patch, sb.stride).reshape(-1, sb.dim)
+        v, i = topk_rows(scores(q, geometry_vectors(raw, mean, sb.geometry), sb.geometry), k)
+        best_v, best_i = merge_topk(best_v, best_i, v, i + start * sb.per_image, k)
+    return best_v, best_i
+
+
+def recall_at_k(sb: ScaleBank, q: torch.Tensor, found: torch.Tensor, exact_v: torch.Tensor) -> float:
+    """Share of the returned ids that are true k nearest neighbours: an id counts when its exact
+    similarity reaches the k-th exact one (float32 tolerance), so a tie (photos repeat patches, e.g.
+    saturated sky) is a hit whichever of the equal patches the index returned."""
+    n, k = found.shape
+    valid = found >= 0
+    raw = sb.gather(found.clamp_min(0).flatten()).to(q.device)
+    vec = geometry_vectors(raw, sb.classes[ALL].mean.to(q.device), sb.geometry).view(n, k, -1).float()
+    dot = (vec @ q.float().unsqueeze(-1)).squeeze(-1)
+    sim = dot if sb.geometry == "cosine" else 2 * dot - vec.pow(2).sum(-1)
+    kth = exact_v[:, k - 1:k].to(q.device)
+    hits = (sim >= kth - 1e-4 * kth.abs().clamp_min(1.0)) & valid
+    return float(hits.sum()) / max(1, n * k)
+
+
+def measure_recall(sb: ScaleBank, q_raw: torch.Tensor, k: int, chunk_images: int, source: str = "") -> dict[str, Any]:
+    """recall@k of the bank's search as loaded (index, backend, subsampling, re-ranking) against exact
+    search over all patches, with the search settings it was measured at."""
     ci = sb.classes[ALL]
-    q = ci.to_search(q_raw)
+    q = ci.to_search(q_raw.to(ci.device))
+    k = min(k, len(ci))
     t0 = time.perf_counter()
-    approx = ci.search(q, k)
+    found = ci.search(q, k)
     search_s = time.perf_counter() - t0
-    exact = _exact_topk(images, sb.patch, sb.stride, q, ci.mean, sb.geometry, k, chunk)
-    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
-    return {"k": k, "recall": hits / (k * len(q)), "n_queries": int(len(q)), "queries": source,
-            "search_ms_per_query": 1000 * search_s / max(1, len(q)), "search": sb.spec.search_params()}
+    exact_v, _ = exact_search(sb, q, k, chunk_images)
+    return {"k": k, "recall": recall_at_k(sb, q, found, exact_v), "n_queries": int(len(q)), "queries": source,
+            "search_ms_per_query": 1000 * search_s / max(1, len(q)), "search": ci.settings()}
+
+
+class LowRecallError(ArtshiftError):
+    """The bank's search misses too many true neighbours for the contextual loss to mean what it says."""
+
+
+def recall_guard(bank: MemoryBank, query_images: Sequence[Path] | None, *, k: int, n_queries: int = 500,
+                 min_recall: float = 0.9, seed: int = 0, skip_bad: bool = False) -> dict[str, Any]:
+    """Measure recall@k of the loaded bank (the search training will use) per scale on ``n_queries``
+    query patches (painting patches when given; fewer when the bank is smaller) and raise a one-line
+    ``LowRecallError`` below ``min_recall``; returns the measurements for the run's record."""
+    rng = np.random.default_rng(seed)
+    images = bank.images_t.permute(0, 2, 3, 1).cpu().numpy()
+    q_by_scale = _recall_queries(query_images, images, bank.spec, n_queries, rng, skip_bad)
+    out: dict[str, Any] = {"min_recall": min_recall, "scales": {}}
+    low = []
+    for sb in bank.scales:
+        q_raw = q_by_scale[(sb.patch, sb.stride)]
+        q_raw = q_raw[:min(len(q_raw), len(sb.classes[ALL]))]
+        chunk = max(1, 200_000 // sb.per_image)
+        rec = measure_recall(sb, q_raw, k, chunk, source=q_by_scale["source"])
+        out["scales"][sb.key] = rec
+        if rec["recall"] < min_recall:
+            low.append((sb, rec))
+    if low:
+        what = "; ".join(f"{sb.patch}:{sb.stride} {rec['recall']:.3f} on {rec['n_queries']} query patches "
+                         f"({_settings_text(rec['search'])})" for sb, rec in low)
+        raise LowRecallError(f"memory bank search recall@{k} below min_recall={min_recall}: {what}",
+                             hint="search harder (nprobe, ef_search, refine), use bank_index=flat or "
+                                  "search_backend=torch (exact), or pass --set min_recall=0 to train anyway")
+    return out
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("retrieval_space", "n"))

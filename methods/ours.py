@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ import torch
 from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import check_profile
+
+if TYPE_CHECKING:
+    from methods.contextual import ContextualLoss
+    from methods.memory_bank import MemoryBank
 
 NO_LABEL = 255  # stored label value of pixels without a mask (decoded to -1)
 
@@ -55,8 +59,17 @@ class OursConfig(CycleGANConfig):
     refine: int = 4  # PQ: re-rank k * refine candidates exactly
     bank_memory_gb: float = 8.0
     search_backend: str = "auto"  # auto | faiss | torch (exact, for CUDA without faiss-gpu)
+    search_chunk: int = 262_144  # torch search: bank vectors scored per block (0 = the whole bank at once)
     masks_dir: str | None = None
-    recall_queries: int = 1000
+    recall_queries: int = 1000  # recall measured (and stored with the bank) when it is built
+    # The guard before training: recall@k of the search as loaded, on this many painting patches
+    # per scale (fewer when the bank is smaller), against exact search; training refuses below
+    # min_recall (0 = measure and record only).
+    min_recall: float = 0.9
+    recall_guard_queries: int = 500
+
+    RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "min_recall": (0, 1), "recall_guard_queries": (1, None), "search_chunk": (0, None), "k": (1, None)}
 
 
 # Bank settings per profile on top of CycleGAN's: small banks are exact; the smoke bank
@@ -79,7 +92,8 @@ def bank_spec(config: OursConfig) -> Any:
         geometry=config.search_geometry, index=config.bank_index, exact_max=config.bank_exact_max,
         hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search,
         hnsw_sq8=config.hnsw_sq8, pca=config.pca, ivf_nlist=config.ivf_nlist, nprobe=config.nprobe, pq_m=config.pq_m,
-        pq_bits=config.pq_bits, refine=config.refine, memory_gb=config.bank_memory_gb)
+        pq_bits=config.pq_bits, refine=config.refine, memory_gb=config.bank_memory_gb,
+        search_chunk=config.search_chunk)
 
 
 class MemoryBankCycleGAN(CycleGAN):
@@ -94,28 +108,44 @@ class MemoryBankCycleGAN(CycleGAN):
     def __init__(self, config: OursConfig, device: torch.device | str = "cpu"):
         super().__init__(config, device)
         bank_spec(config)  # fail fast on bad scales / geometry / index names
-        self.bank = None
-        self.cx = None
+        self.bank: MemoryBank | None = None
+        self.cx: ContextualLoss | None = None
         self._labels: torch.Tensor | None = None
         self._has_masks = False
 
     def prepare_extra(self, data: TrainData, run: RunContext) -> None:
+        from benchmark.atomic import write_atomic
         from methods.contextual import ContextualLoss
-        from methods.memory_bank import build_bank
+        from methods.memory_bank import ALL, LowRecallError, build_bank, recall_guard
 
         c = self.config
         masks = Path(c.masks_dir) if c.masks_dir else None
-        self.bank = build_bank(data.photos, bank_spec(c), run.cache_dir,
-                               masks_dir=masks / "photos" if masks is not None else None,
-                               query_images=data.paintings, recall_k=c.k, recall_queries=c.recall_queries,
-                               skip_bad=data.skip_bad_images, progress=run.progress, device=self.device,
-                               backend=c.search_backend, logger=run.log)
-        run.log.info("%s", self.bank.describe())
+        bank = self.bank = build_bank(data.photos, bank_spec(c), run.cache_dir,
+                                      masks_dir=masks / "photos" if masks is not None else None,
+                                      query_images=data.paintings, recall_k=c.k, recall_queries=c.recall_queries,
+                                      skip_bad=data.skip_bad_images, progress=run.progress, device=self.device,
+                                      backend=c.search_backend, logger=run.log)
+        run.log.info("%s", bank.describe())
+        search = {sb.key: {name: ci.settings() for name, ci in sb.classes.items()} for sb in bank.scales}
+        for key, classes in search.items():
+            run.log.info("bank %s search: %s", key, json.dumps(classes[ALL]))
         run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "bank.json").write_text(json.dumps(
-            {"fingerprint": self.bank.fingerprint, "path": str(self.bank.root),
-             "scales": {k: v.get("recall") for k, v in self.bank.meta["scales"].items()}}, indent=1))
-        self.cx = ContextualLoss(self.bank, k=c.k, h=c.h, eps=c.eps)
+        record: dict[str, Any] = {"fingerprint": bank.fingerprint, "path": str(bank.root),
+                                  "search": search,
+                                  "scales": {k: v.get("recall") for k, v in bank.meta["scales"].items()}}
+        try:
+            record["recall_guard"] = recall_guard(bank, data.paintings, k=c.k, n_queries=c.recall_guard_queries,
+                                                  min_recall=c.min_recall, seed=run.seed,
+                                                  skip_bad=data.skip_bad_images)
+        except LowRecallError as exc:
+            record["recall_guard"] = {"refused": str(exc)}
+            raise
+        finally:
+            write_atomic(run.run_dir / "bank.json", json.dumps(record, indent=1))
+        run.log.info("bank recall guard (min_recall=%s): %s", c.min_recall, ", ".join(
+            f"{key} recall@{r['k']} {r['recall']:.3f} on {r['n_queries']}"
+            for key, r in record["recall_guard"]["scales"].items()))
+        self.cx = ContextualLoss(bank, k=c.k, h=c.h, eps=c.eps)
         if masks is not None:
             self._attach_painting_masks(data, masks / "paintings")
 
@@ -125,6 +155,7 @@ class MemoryBankCycleGAN(CycleGAN):
         # CycleGAN drops unreadable paintings; masks follow the files it kept, in order.
         paths = [p for p in data.paintings if _readable(p)] if data.skip_bad_images else list(data.paintings)
         labels = load_masks(paths, masks, self.config.load_size)
+        assert self.paintings is not None
         if len(labels) != len(self.paintings) or labels.max() >= NO_LABEL:
             raise RuntimeError("painting masks do not line up with the loaded paintings (or a label is >= 255)")
         lab = torch.from_numpy(np.where(labels < 0, NO_LABEL, labels).astype(np.uint8))[:, None]

@@ -3,6 +3,7 @@ the memory budget (IVF-PQ + subsampling) and semantic banks from generated masks
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -16,10 +17,12 @@ from methods.memory_bank import (
     BankSpec,
     bank_fingerprint,
     build_bank,
+    chunked_search,
     fingerprint_files,
     load_resized,
     parse_scales,
     to_unit,
+    topk_rows,
     unfold_patches,
 )
 
@@ -228,3 +231,147 @@ def test_resize_matches_training_loader(photos):
     ref = np.asarray(Image.open(photos[0]).convert("RGB").resize((20, 20), Image.BICUBIC))
     np.testing.assert_array_equal(arr[0], ref)
     assert float(to_unit(torch.tensor([0, 255], dtype=torch.uint8)).abs().max()) == 1.0
+
+
+# ----------------------------------------------------------------------------- chunked exact search
+def _exact_reference(q: np.ndarray, v: np.ndarray, k: int, geometry: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 NumPy: similarity (inner product, or -squared distance), best first, ties to the lower row."""
+    if geometry == "cosine":
+        sim = q @ v.T
+    else:
+        sim = -((q[:, None, :] - v[None]) ** 2).sum(-1)
+    order = np.stack([np.lexsort((np.arange(len(v)), -row))[:k] for row in sim])
+    return np.take_along_axis(sim, order, 1), order
+
+
+@pytest.mark.parametrize("geometry", ["cosine", "l2"])
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 0])
+def test_chunked_search_equals_exact_search_ties_included(geometry, chunk):
+    """Small integers make every score exact in float32 and give many ties (several rows are
+    repeated on purpose): indices and distances must equal a one-shot float64 search whose ties go
+    to the lower row, for any block size."""
+    rng = np.random.default_rng(3)
+    v = rng.integers(-2, 3, size=(50, 6)).astype(np.float64)
+    v[[10, 20, 30, 49]] = v[5]  # duplicates: equal scores for every query
+    q = rng.integers(-2, 3, size=(9, 6)).astype(np.float64)
+    q[0] = v[5]
+    k = 7
+    want_sim, want_pos = _exact_reference(q, v, k, geometry)
+    qt, vt = torch.from_numpy(q).float(), torch.from_numpy(v).float()
+    got_sim, got_pos = chunked_search(qt, vt, k, geometry, chunk)
+    np.testing.assert_array_equal(got_pos.numpy(), want_pos)
+    if geometry == "cosine":
+        np.testing.assert_array_equal(got_sim.numpy(), want_sim)
+    else:  # the search's score is |q|^2 - |q - v|^2
+        np.testing.assert_array_equal((q ** 2).sum(1, keepdims=True) - got_sim.double().numpy(), -want_sim)
+    if geometry == "l2":  # the query is row 5: it and its four copies, at distance 0, lowest rows first
+        assert got_pos[0, :5].tolist() == [5, 10, 20, 30, 49]
+    # more neighbours than rows: every row, once
+    _, all_pos = chunked_search(qt, vt[:4], 10, geometry, 3)
+    assert all_pos.shape == (9, 4) and all(sorted(r) == [0, 1, 2, 3] for r in all_pos.tolist())
+
+
+def test_topk_rows_breaks_ties_towards_the_lower_column():
+    s = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    vals, cols = topk_rows(s, 3)
+    assert cols.tolist() == [[1, 2, 4], [0, 1, 2]] and vals.tolist() == [[3, 3, 3], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("geometry", ["cosine", "l2"])
+def test_torch_backend_searches_in_blocks(photos, tmp_path, geometry, monkeypatch):
+    """The bank's torch search with tiny blocks returns what faiss' exact index returns, and never
+    scores more than a block of the bank at once."""
+    from methods import memory_bank as mb
+
+    spec = BankSpec(image_size=SIZE, scales=((8, 4),), index="flat", geometry=geometry, search_chunk=11)
+    faiss_bank = build_bank(photos, spec, tmp_path, recall_queries=20, backend="faiss")
+    torch_bank = build_bank(photos, spec, tmp_path, backend="torch")
+    widths = []
+    real_scores = mb.scores
+    monkeypatch.setattr(mb, "scores", lambda q, v, g, sq=None: widths.append(len(v)) or real_scores(q, v, g, sq))
+    q = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, size=(13, 192))).float()
+    a, b = faiss_bank.scales[0].classes["all"], torch_bank.scales[0].classes["all"]
+    got = b.search(b.to_search(q), 5)
+    assert widths and max(widths) == 11 and sum(widths) == len(b)
+    assert torch.equal(got, a.search(a.to_search(q), 5))
+    settings = b.settings()
+    assert settings["backend"] == "torch" and settings["search_chunk"] == 11 and settings["exact"] is True
+    assert ("raw patch pixels" in settings["retrieval_space"]) == (geometry == "l2")
+
+
+# ----------------------------------------------------------------------------- recall guard
+def _clustered_photos(folder, n=30, size=32, seed=0):
+    """Photos of a few flat colours plus noise: patches form tight clusters, each split over many
+    IVF lists when nlist is large, so a one-list probe misses most true neighbours."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    centres = rng.uniform(40, 215, size=(4, 3))
+    paths = []
+    for i in range(n):
+        img = centres[i % 4][None, None, :] + rng.normal(0, 30, size=(size, size, 3))
+        p = folder / f"c{i:03d}.png"
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(p)
+        paths.append(p)
+    return paths
+
+
+def test_recall_guard_refuses_a_low_recall_index_and_passes_the_exact_one(tmp_path):
+    from methods.memory_bank import LowRecallError, recall_guard
+
+    photos = _clustered_photos(tmp_path / "photos")
+    low = BankSpec(image_size=32, scales=((8, 4),), index="ivf", ivf_nlist=64, nprobe=1)
+    bank = build_bank(photos, low, tmp_path / "c", recall_queries=50)
+    with pytest.raises(LowRecallError) as info:
+        recall_guard(bank, photos[:5], k=5, n_queries=200, min_recall=0.9)
+    first, *rest = str(info.value).splitlines()  # one line saying what, then the usual hint line
+    assert "8:4" in first and "nprobe=1" in first and "min_recall=0.9" in first and "recall@5" in first
+    assert len(rest) == 1 and "min_recall=0" in rest[0]
+    # told to train anyway: measured and recorded, not refused
+    rec = recall_guard(bank, photos[:5], k=5, n_queries=200, min_recall=0)
+    measured = rec["scales"]["p8s4"]
+    assert measured["recall"] < 0.9 and measured["n_queries"] == 200 and measured["search"]["index"] == "ivf"
+    # more probes find more true neighbours (the guard measures the search as loaded)
+    more = build_bank(photos, dataclasses.replace(low, nprobe=64), tmp_path / "c")
+    assert more.root == bank.root  # nprobe is search-time only: the same bank
+    assert recall_guard(more, photos[:5], k=5, n_queries=200, min_recall=0.9)["scales"]["p8s4"]["recall"] > 0.99
+    exact = build_bank(photos, dataclasses.replace(low, index="flat"), tmp_path / "c")
+    for backend in ("faiss", "torch"):
+        loaded = build_bank(photos, dataclasses.replace(low, index="flat", search_chunk=100), tmp_path / "c",
+                            backend=backend)
+        assert loaded.root == exact.root
+        got = recall_guard(loaded, photos[:5], k=5, n_queries=200, min_recall=0.9)["scales"]["p8s4"]
+        assert got["recall"] == 1.0 and got["search"]["backend"] == backend
+
+
+def test_recall_guard_uses_fewer_queries_on_a_small_bank(photos, tmp_path):
+    from methods.memory_bank import recall_guard
+
+    bank = build_bank(photos[:2], BankSpec(image_size=SIZE, scales=((8, 4),), index="flat"), tmp_path,
+                      recall_queries=10)
+    rec = recall_guard(bank, None, k=5, n_queries=500, min_recall=0.9)["scales"]["p8s4"]
+    assert rec["n_queries"] == len(bank.scales[0].classes["all"]) == 2 * 25 and rec["recall"] == 1.0
+
+
+def test_recall_counts_tied_neighbours_as_hits(tmp_path):
+    """A bank of six identical photos: each query patch has six equally near copies and the exact
+    top 5 holds five of them. An index that returns the sixth instead is still exact: id overlap
+    would say 0.8, the recall here says 1.0; a far patch is a miss."""
+    from methods.memory_bank import exact_search, recall_at_k
+
+    p = make_photos(tmp_path / "one", n=1, size=SIZE, seed=4)[0]
+    copies = [shutil.copy(p, tmp_path / f"copy{i}.png") for i in range(6)]
+    bank = build_bank(copies, BankSpec(image_size=SIZE, scales=((8, 4),), index="flat"), tmp_path / "c",
+                      recall_queries=10)
+    sb = bank.scales[0]
+    per = sb.per_image
+    q = sb.classes["all"].to_search(sb.gather(torch.arange(10)))
+    exact_v, exact_i = exact_search(sb, q, 5, chunk_images=2)
+    found = exact_i.clone()
+    for row in range(10):
+        assert set(exact_i[row].tolist()) <= {row + c * per for c in range(6)}
+        (missing,) = {row + c * per for c in range(6)} - set(exact_i[row].tolist())
+        found[row, 4] = missing
+    assert recall_at_k(sb, q, found, exact_v) == 1.0
+    vecs = sb.classes["all"].to_search(sb.gather(torch.arange(per)))
+    far = int(torch.argmin(vecs @ q[0]))
+    assert recall_at_k(sb, q[:1], torch.full((1, 5), far), exact_v[:1]) == 0.0

@@ -41,6 +41,13 @@ def test_fit_builds_bank_and_adds_cx(tmp_path, home):
     assert len(banks) == 1 and (banks[0] / "meta.json").exists()
     info = json.loads((run.run_dir / "bank.json").read_text())
     assert info["fingerprint"] == banks[0].name
+    # the run records how it searches and what the guard measured before training
+    for key in ("p16s6", "p8s5"):
+        assert info["search"][key]["all"]["backend"] == "faiss" and info["search"][key]["all"]["index"] == "flat"
+        assert "retrieval_space" in info["search"][key]["all"]
+        guard = info["recall_guard"]["scales"][key]
+        assert guard["recall"] == 1.0 and guard["k"] == cfg.k and 0 < guard["n_queries"] <= cfg.recall_guard_queries
+    assert info["recall_guard"]["min_recall"] == cfg.min_recall == 0.9
     losses = method.train_step(method.batch(0, 2), 2)
     assert "cx" in losses and torch.isfinite(losses["cx"]) and float(losses["cx"]) > 0
     # the term is lambda_cx * L_CX of G_A's output
@@ -119,3 +126,28 @@ def test_bank_cli_builds_then_finds(tmp_path, home):
     assert where.startswith(str(home / "cache" / "banks"))
     second = CliRunner().invoke(bank_app, args)
     assert second.exit_code == 0 and "found existing" in second.output and where in second.output
+
+
+def test_training_refuses_a_bank_whose_search_misses_neighbours(tmp_path, home):
+    """IVF with one probed list over many lists misses most true neighbours of these noisy photos:
+    training stops before its first iteration unless min_recall=0, and bank.json says why."""
+    from benchmark.errors import ArtshiftError
+    from methods.memory_bank import LowRecallError
+
+    data = tiny_data(tmp_path / "d")
+    data.photos = make_photos(tmp_path / "many", n=40, size=36, seed=7)
+    sets = {"scales": "8:4", "bank_index": "ivf", "ivf_nlist": "50", "nprobe": "1"}
+    cfg = apply_overrides(MemoryBankCycleGAN.default_config("ci"), sets)
+    run = tiny_run(tmp_path / "run", home)
+    with pytest.raises(LowRecallError, match="min_recall=0.9"):
+        train(MemoryBankCycleGAN(cfg), data, run, stop_after=1)
+    assert not (run.checkpoint_dir / "last.pt").exists() and not list(run.checkpoint_dir.iterdir())
+    assert "min_recall" in json.loads((run.run_dir / "bank.json").read_text())["recall_guard"]["refused"]
+    told = apply_overrides(cfg, {"min_recall": "0"})
+    run2 = tiny_run(tmp_path / "run2", home)
+    assert train(MemoryBankCycleGAN(told), data, run2, stop_after=1) == 1
+    rec = json.loads((run2.run_dir / "bank.json").read_text())
+    assert rec["recall_guard"]["scales"]["p8s4"]["recall"] < 0.9
+    assert rec["search"]["p8s4"]["all"]["nprobe"] == 1 and rec["search"]["p8s4"]["all"]["index"] == "ivf"
+    with pytest.raises(ArtshiftError):
+        apply_overrides(cfg, {"min_recall": "1.5"})
