@@ -15,6 +15,7 @@ shared crop/flip augmentation moves it with the pixels; ``batch`` splits it off 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import check_profile
+from methods.memory_bank import BankSpec, format_scales, parse_scales
 
 if TYPE_CHECKING:
     from methods.contextual import ContextualLoss
@@ -38,28 +40,30 @@ NO_LABEL = 255  # stored label value of pixels without a mask (decoded to -1)
 class OursConfig(CycleGANConfig):
     """CycleGAN's settings plus the bank and the loss (defaults: the paper's)."""
 
-    scales: str = "16:6,8:5"  # patch:stride per scale, 1 to 3 of them
+    # The bank's settings: defaults come from BankSpec (methods/memory_bank.py), written there only;
+    # bank_spec() maps them back by name (BANK_NAMES for the five renamed ones).
+    scales: str = format_scales(BankSpec.scales)  # patch:stride per scale, 1 to 3 of them
     k: int = 5  # neighbours retrieved per generated patch
     h: float = 1.0  # softmax band-width
     eps: float = 1e-5  # in d~ = d / (min d + eps)
     lambda_cx: float = 0.1
-    search_geometry: str = "cosine"  # "cosine": the loss's own; "l2": raw patches (official code)
-    bank_index: str = "auto"  # auto | flat | hnsw | ivf | ivfpq
+    search_geometry: str = BankSpec.geometry  # "cosine": the loss's own (a variant); "l2": raw pixels (official)
+    bank_index: str = BankSpec.index  # auto | flat | hnsw | ivf | ivfpq
     bank_image_size: int | None = None  # None: load_size (the training images' scale)
-    bank_exact_max: int = 50_000  # auto: exact search up to this many patches per scale
-    hnsw_m: int = 32
-    ef_construction: int = 40
-    ef_search: int = 64
-    hnsw_sq8: bool = False
-    pca: int = 0  # > 0: search a PCA projection to this many dims, re-rank exactly
-    ivf_nlist: int = 0  # 0: 4 sqrt(N)
-    nprobe: int = 16
-    pq_m: int = 0  # 0: one sub-quantiser per 8 dims
-    pq_bits: int = 8
-    refine: int = 4  # PQ: re-rank k * refine candidates exactly
-    bank_memory_gb: float = 8.0
+    bank_exact_max: int = BankSpec.exact_max  # auto: exact search up to this many patches per scale
+    hnsw_m: int = BankSpec.hnsw_m
+    ef_construction: int = BankSpec.ef_construction
+    ef_search: int = BankSpec.ef_search
+    hnsw_sq8: bool = BankSpec.hnsw_sq8
+    pca: int = BankSpec.pca  # > 0: search a PCA projection to this many dims, re-rank exactly
+    ivf_nlist: int = BankSpec.ivf_nlist  # 0: 4 sqrt(N)
+    nprobe: int = BankSpec.nprobe
+    pq_m: int = BankSpec.pq_m  # 0: one sub-quantiser per 8 dims
+    pq_bits: int = BankSpec.pq_bits
+    refine: int = BankSpec.refine  # PQ / PCA: re-rank k * refine candidates exactly
+    bank_memory_gb: float = BankSpec.memory_gb
     search_backend: str = "auto"  # auto | faiss | torch (exact, for CUDA without faiss-gpu)
-    search_chunk: int = 262_144  # torch search: bank vectors scored per block (0 = the whole bank at once)
+    search_chunk: int = BankSpec.search_chunk  # torch search: bank vectors scored per block (0 = all at once)
     masks_dir: str | None = None
     recall_queries: int = 1000  # recall measured (and stored with the bank) when it is built
     # The guard before training: recall@k of the search as loaded, on this many painting patches
@@ -78,32 +82,43 @@ class OursConfig(CycleGANConfig):
 BANK_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(recall_queries=200),
     "smoke": dict(pca=64, ef_search=32, recall_queries=500),
-    "quick": dict(),
-    "paper": dict(),
+    # the official code queries faiss with the raw generated patches (presumably L2 on raw pixels):
+    # the GPU profiles do the same; ci/smoke keep the loss-geometry variant their budgets were sized with
+    "quick": dict(search_geometry="l2"),
+    "paper": dict(search_geometry="l2"),
 }
 
 
-def bank_spec(config: OursConfig) -> Any:
-    """The ``BankSpec`` a config asks for (shared by training and ``bench bank build``)."""
-    from methods.memory_bank import BankSpec, parse_scales
+# BankSpec field -> OursConfig field, where the config's name says "bank" (its other bank fields
+# share BankSpec's names); image_size is load_size unless bank_image_size is set, the seed stays 0.
+BANK_NAMES = {"geometry": "search_geometry", "index": "bank_index", "exact_max": "bank_exact_max",
+              "memory_gb": "bank_memory_gb", "image_size": "bank_image_size"}
 
-    return BankSpec(
-        image_size=int(config.bank_image_size or config.load_size), scales=parse_scales(config.scales),
-        geometry=config.search_geometry, index=config.bank_index, exact_max=config.bank_exact_max,
-        hnsw_m=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search,
-        hnsw_sq8=config.hnsw_sq8, pca=config.pca, ivf_nlist=config.ivf_nlist, nprobe=config.nprobe, pq_m=config.pq_m,
-        pq_bits=config.pq_bits, refine=config.refine, memory_gb=config.bank_memory_gb,
-        search_chunk=config.search_chunk)
+
+def bank_spec(config: OursConfig) -> BankSpec:
+    """The ``BankSpec`` a config asks for (shared by training and ``bench bank build``)."""
+    values = {f.name: getattr(config, BANK_NAMES.get(f.name, f.name)) for f in dataclasses.fields(BankSpec)
+              if f.name not in ("seed", "image_size")}
+    return BankSpec(**values | {"image_size": int(config.bank_image_size or config.load_size),
+                                "scales": parse_scales(config.scales)})
 
 
 class MemoryBankCycleGAN(CycleGAN):
     name = "ours"
+    # 2: quick/paper retrieve by raw-pixel L2 (was the loss geometry); the recall guard refuses
+    # to train on banks whose search misses neighbours
+    VERSION = "2"
     config_class: ClassVar[type] = OursConfig
 
     @classmethod
     def default_config(cls, profile: str) -> Any:
         profile = check_profile(profile)
         return cls.config_class(**PROFILE_SETTINGS[profile], **BANK_SETTINGS[profile])
+
+    @classmethod
+    def label_tags(cls, config: OursConfig) -> tuple[str, ...]:
+        """Which space neighbours are retrieved in: the official raw pixels or this project's variant."""
+        return ("retrieval raw-pixel L2" if config.search_geometry == "l2" else "retrieval loss geometry",)
 
     def __init__(self, config: OursConfig, device: torch.device | str = "cpu"):
         super().__init__(config, device)

@@ -28,7 +28,33 @@ def test_profiles_extend_cyclegan(profile):
         assert getattr(ours, f.name) == getattr(base, f.name), f.name
     spec = bank_spec(ours)
     assert spec.image_size == ours.load_size and spec.scales == ((16, 6), (8, 5))
-    assert ours.lambda_cx == 0.1 and ours.k == 5 and ours.h == 1.0 and spec.geometry == "cosine"
+    assert ours.lambda_cx == 0.1 and ours.k == 5 and ours.h == 1.0
+    # the official code retrieves by raw pixels; ci/smoke keep the loss-geometry variant
+    assert spec.geometry == ("l2" if profile in ("quick", "paper") else "cosine")
+    assert MemoryBankCycleGAN.label_tags(ours) == (
+        ("retrieval raw-pixel L2",) if profile in ("quick", "paper") else ("retrieval loss geometry",))
+
+
+def test_bank_settings_are_written_once():
+    """OursConfig takes its bank defaults from BankSpec and bank_spec maps every BankSpec field
+    (but the seed) back: a setting added to BankSpec without a config field fails here."""
+    from methods.memory_bank import BankSpec
+
+    base = OursConfig()
+    assert bank_spec(base) == BankSpec(image_size=base.load_size)
+    for f in dataclasses.fields(BankSpec):
+        if f.name in ("seed", "image_size", "scales"):
+            continue
+        name = {"geometry": "search_geometry", "index": "bank_index", "exact_max": "bank_exact_max",
+                "memory_gb": "bank_memory_gb"}.get(f.name, f.name)
+        value = getattr(base, name)
+        if isinstance(value, str):
+            changed = {"geometry": "l2", "index": "hnsw"}[f.name]
+        else:
+            changed = (not value) if isinstance(value, bool) else value + 3
+        assert getattr(bank_spec(dataclasses.replace(base, **{name: changed})), f.name) == changed, f.name
+    assert bank_spec(dataclasses.replace(base, scales="8:4", bank_image_size=40)).scales == ((8, 4),)
+    assert bank_spec(dataclasses.replace(base, bank_image_size=40)).image_size == 40
 
 
 def test_fit_builds_bank_and_adds_cx(tmp_path, home):
