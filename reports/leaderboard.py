@@ -26,16 +26,19 @@ JSON carries ``schema_version`` so scripts can check what they read.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from benchmark import registry
 from benchmark.data import ARTISTS
 from benchmark.errors import ArtshiftError, did_you_mean
 from benchmark.metrics import arrow
@@ -74,6 +77,32 @@ def overrides_of(spec_json: Any) -> str:
     return ", ".join(parts)
 
 
+def tags_of(method: str, profile: str, kind: str, spec_json: Any, run_dir: Any) -> str:
+    """The method's own row notes (``Method.label_tags``) for the config the run really used, and
+    the method version when it is not today's: settings that change what a row means even as
+    defaults (Gatys' style-photo policy, ours' retrieval space, CUT's taps) and runs of older code
+    never share a row with today's."""
+    if kind != "run" or method not in registry.methods:
+        return ""
+    try:
+        spec = json.loads(spec_json) if isinstance(spec_json, str) else {}
+        cls = registry.methods.get(method)
+        config = cls.default_config(profile)
+        saved = Path(run_dir) / "spec.json" if isinstance(run_dir, str) and run_dir else None
+        stored = json.loads(saved.read_text(encoding="utf-8")).get("config") if saved and saved.is_file() else None
+        if isinstance(stored, dict):  # what the run used, over today's defaults for fields it predates
+            names = {f.name for f in dataclasses.fields(config)}
+            config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
+                                                    for k, v in stored.items() if k in names})
+        tags = list(cls.label_tags(config))
+    except Exception:  # noqa: BLE001 - a label note must never hide a leaderboard
+        return ""
+    version = spec.get("method_version") if isinstance(spec, dict) else None
+    if version and str(version) != str(cls.VERSION):
+        tags.append(f"{method} v{version}, now v{cls.VERSION}")
+    return "; ".join(tags)
+
+
 def runs_table(store: Any) -> pd.DataFrame:
     """Every run (any status) with its resolved overrides, for row keys and missing-cell reasons."""
     con = sqlite3.connect(store.path, timeout=30)
@@ -83,14 +112,16 @@ def runs_table(store: Any) -> pd.DataFrame:
                                  "provenance_json FROM runs", con)
     finally:
         con.close()
-    return runs.assign(overrides=[overrides_of(s) if k == "run" else "" for s, k in zip(runs.spec_json, runs.kind)])
+    runs = runs.assign(overrides=[overrides_of(s) if k == "run" else "" for s, k in zip(runs.spec_json, runs.kind)])
+    return runs.assign(tags=[tags_of(m, p, k, s, d) for m, p, k, s, d in
+                             zip(runs.method, runs.profile, runs.kind, runs.spec_json, runs.run_dir)])
 
 
 def load(store: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metric rows of finished runs with their overrides and data fingerprint, all runs)."""
     runs = runs_table(store)
     df = store.results()
-    extra = runs.set_index("run_id")[["overrides", "data_fingerprint"]]
+    extra = runs.set_index("run_id")[["overrides", "data_fingerprint", "tags"]]
     return df.join(extra, on="run_id"), runs
 
 
@@ -144,6 +175,7 @@ class Row:
     profile: str
     overrides: str
     method_weights: str | None
+    tags: str = ""  # the method's own label notes (Method.label_tags) and an older method version
 
 
 @dataclass
@@ -174,7 +206,8 @@ class Board(list):
         self.footnotes = footnotes or []
 
 
-def _row_label(method: str, profile: str, kind: str, method_weights: Any = None, overrides: str = "") -> str:
+def _row_label(method: str, profile: str, kind: str, method_weights: Any = None, overrides: str = "",
+               tags: str = "") -> str:
     if kind == "eval":
         return method
     inner = profile
@@ -183,6 +216,8 @@ def _row_label(method: str, profile: str, kind: str, method_weights: Any = None,
         inner += f", {method_weights.split(':')[0]} network"
     if overrides:
         inner += f"; {overrides}"
+    if tags:
+        inner += f"; {tags}"
     return f"{method} [{inner}]"
 
 
@@ -203,6 +238,8 @@ def _missing_reason(runs: pd.DataFrame | None, row: Row, artist: str) -> str:
         return "no run"
     same = runs[(runs.kind == row.kind) & (runs.method == row.method) & (runs.profile == row.profile)
                 & (runs.overrides == row.overrides) & (runs.artist == artist)]
+    if "tags" in same:
+        same = same[same.tags.fillna("") == row.tags]
     if same.empty:
         return "no run"
     counts = same.status.value_counts().to_dict()
@@ -241,10 +278,11 @@ def build(df: pd.DataFrame, runs: pd.DataFrame | None = None, *, artists: list[s
     if df.empty:
         return Board([], footnotes)
     df = df.assign(overrides=df["overrides"].fillna("") if "overrides" in df else "",
+                   tags=df["tags"].fillna("") if "tags" in df else "",
                    data_fingerprint=df["data_fingerprint"].fillna("") if "data_fingerprint" in df else "",
                    method_weights=df["method_weights"] if "method_weights" in df else None)
-    df = df.assign(row=[_row_label(m, p, k, w, o) for m, p, k, w, o in
-                        zip(df.method, df.profile, df.kind, df.method_weights, df.overrides)])
+    df = df.assign(row=[_row_label(m, p, k, w, o, t) for m, p, k, w, o, t in
+                        zip(df.method, df.profile, df.kind, df.method_weights, df.overrides, df.tags)])
     blocks: list[Block] = []
     keys = df[["metric", "layer", "display_name", "direction", "extractor_id", "resize_mode"]].drop_duplicates()
     keys = keys.assign(order=[BLOCK_ORDER.get((m, lay), 99) for m, lay in zip(keys.metric, keys.layer)])
@@ -256,7 +294,7 @@ def build(df: pd.DataFrame, runs: pd.DataFrame | None = None, *, artists: list[s
         rank = {m: i for i, m in enumerate(METHOD_ORDER)}
         first = sub.drop_duplicates("row").set_index("row")
         rows = [Row(label, first.loc[label, "kind"], first.loc[label, "method"], first.loc[label, "profile"],
-                    first.loc[label, "overrides"], first.loc[label, "method_weights"])
+                    first.loc[label, "overrides"], first.loc[label, "method_weights"], first.loc[label, "tags"])
                 for label in sorted(first.index, key=lambda r: (rank.get(first.loc[r, "method"], len(rank)),
                                                                 first.loc[r, "method"], first.loc[r, "profile"],
                                                                 first.loc[r, "overrides"] != "", r))]

@@ -79,7 +79,7 @@ MD = r"""
 | original [smoke] | 74.50 (n=10/402) | 166.70 (n=10/402) |
 | cyclegan [smoke] | <ins>52.00 +- 2.83 (2 seeds) (n=10/402) [1]</ins> | - (no run) |
 | cyclegan [smoke; lr=0.001] | **45.00 (n=10/402)** | - (no run) |
-| ours [smoke] | - (1 failed) | **99.00 (n=10/402)** |
+| ours [smoke; retrieval loss geometry] | - (1 failed) | **99.00 (n=10/402)** |
 
 ### KID-2048[random-init] (x1e3) ↓ lower is better; layer inception:2048, extractor random-init:sd-1:cal-2, resize clean
 
@@ -117,7 +117,7 @@ method & monet & vangogh \\
 original [smoke] & 74.50 (n=10/402) & 166.70 (n=10/402) \\
 cyclegan [smoke] & \underline{52.00 $\pm$ 2.83 (2 seeds) (n=10/402) [1]} & - (no run) \\
 cyclegan [smoke; lr=0.001] & \textbf{45.00 (n=10/402)} & - (no run) \\
-ours [smoke] & - (1 failed) & \textbf{99.00 (n=10/402)} \\
+ours [smoke; retrieval loss geometry] & - (1 failed) & \textbf{99.00 (n=10/402)} \\
 \bottomrule
 \end{tabular}
 \end{table}
@@ -176,7 +176,7 @@ HTML = r"""
 <tr><th>original [smoke]</th><td>74.50 (n=10/402)</td><td>166.70 (n=10/402)</td></tr>
 <tr><th>cyclegan [smoke]</th><td><u>52.00 +- 2.83 (2 seeds) (n=10/402) [1]</u></td><td>- (no run)</td></tr>
 <tr><th>cyclegan [smoke; lr=0.001]</th><td><b>45.00 (n=10/402)</b></td><td>- (no run)</td></tr>
-<tr><th>ours [smoke]</th><td>- (1 failed)</td><td><b>99.00 (n=10/402)</b></td></tr>
+<tr><th>ours [smoke; retrieval loss geometry]</th><td>- (1 failed)</td><td><b>99.00 (n=10/402)</b></td></tr>
 </tbody>
 </table>
 <table class="leaderboard" data-metric="kid" data-layer="inception:2048">
@@ -286,7 +286,7 @@ def test_what_a_cell_averages(store):
     assert block.cells["cyclegan [smoke; lr=0.001]", "monet"].mean == 45.0
     # best and second only among rows of one profile: the paper block ranks its own two rows
     assert [block.cells[r.label, "monet"].rank for r in block.rows] == [0, 2, 1, 0]
-    assert block.cells["ours [smoke]", "monet"].text == "- (1 failed)"
+    assert block.cells["ours [smoke; retrieval loss geometry]", "monet"].text == "- (1 failed)"
     assert block.cells["cyclegan [smoke]", "vangogh"].text == "- (no run)"
     paper = next(b for b in board if b.extractor_id == PRE)
     assert [r.profile for r in paper.rows] == ["paper", "paper"]
@@ -347,7 +347,7 @@ def test_a_method_with_its_own_random_init_network_is_labelled(tmp_path):
     _add(s, "p", "cut", "monet", [_row("inception:2048", 80.0)])
     _add(s, "q", "gatys", "monet", [_row("inception:2048", 70.0)], weights="random-init:seed0:sd-abc")
     board = L.build(*L.load(s))
-    assert [r.label for r in board[0].rows] == ["gatys [smoke, random-init network]", "cut [smoke]"]
+    assert [r.label for r in board[0].rows] == ["gatys [smoke, random-init network; style photo random]", "cut [smoke]"]
     assert "nan" not in L.to_markdown(board)
 
 
@@ -362,3 +362,20 @@ def test_marks_follow_the_metric_direction_and_ties_read_alike(tmp_path):
     # 0.9001 and 0.9004 both read 0.90: both best; the next value shown is second
     assert {r.method: block.cells[r.label, "monet"].rank for r in block.rows} == {
         "original": 0, "cut": 1, "fastcut": 1, "ours": 2}
+
+
+def test_row_notes_come_from_the_config_the_run_used_and_name_older_method_versions(tmp_path):
+    """Gatys' style-photo policy is read from the run's own spec.json, not today's default, and a
+    run of an older Gatys version gets its own row instead of being averaged with today's."""
+    from baselines.gatys import Gatys
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(json.dumps({"config": {"style_policy": "nearest"}}))
+    now = json.dumps({"method": "gatys", "method_version": Gatys.VERSION})
+    assert L.tags_of("gatys", "smoke", "run", now, str(run_dir)) == "style photo nearest"
+    assert L.tags_of("gatys", "smoke", "run", now, None) == "style photo random"  # no folder: today's default
+    old = json.dumps({"method": "gatys", "method_version": "1"})
+    assert L.tags_of("gatys", "smoke", "run", old, str(run_dir)) == f"style photo nearest; gatys v1, now v{Gatys.VERSION}"
+    assert L.tags_of("my-folder", "smoke", "eval", now, None) == ""
+    assert L._row_label("gatys", "smoke", "run", None, "", "style photo nearest") == "gatys [smoke; style photo nearest]"
