@@ -433,7 +433,7 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
 
     home = paths.home(home)
     store = store or Store(home / "results.sqlite")
-    extractors, metrics = split_with(with_ or [])
+    extractors, metrics = split_with(with_ or [], run.artist, home=home, run_id=run.run_id)
     root = paths.data_root(data_root) if data_root else run.data_root
     domain = data.ensure_domain(run.artist, root, home, progress=progress)
     outputs = [run.output(rel) for _, rel in painting_sources(domain)]
@@ -465,7 +465,7 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     root = paths.data_root(data_root)
     data.check_artist(artist, root, home)
     store = store or Store(home / "results.sqlite")
-    extractors, metrics = split_with(with_ or [])
+    extractors, metrics = split_with(with_ or [], artist, home=home)
     images = Path(images)
     fakes, bad = data.readable_images(data.list_images(images), "skip" if skip_bad else "error")
     if not fakes:
