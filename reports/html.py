@@ -88,7 +88,8 @@ def _json(text: Any) -> dict[str, Any]:
 def _notices(df: pd.DataFrame, runs: pd.DataFrame, heading: str | None) -> str:
     """What a reader must know before reading any number on the page."""
     notes = [heading] if heading else []
-    if not df.empty and df.extractor_id.astype(str).str.startswith("random-init").any():
+    if not df.empty and (df.extractor_id.astype(str).str.startswith("random-init").any()
+                         or df.display_name.astype(str).str.contains("random-init", regex=False).any()):
         notes.append("Values marked [random-init] come from feature networks with random weights (the pretrained "
                      "files were not available): they check the pipeline and rank methods on this machine only; "
                      "they are not comparable with any published FID or KID.")
