@@ -33,14 +33,17 @@ class CiResult:
 
 
 def run_ci(out_dir: Path, *, home: Path, data_root: Path, methods: list[str] | None = None,
-           artists: tuple[str, ...] | list[str] = ARTISTS, seed: int = 0,
+           artists: tuple[str, ...] | list[str] = ARTISTS, seed: int = 0, workers: int = 2,
            log: Callable[[str], None] = lambda m: None) -> CiResult:
     """Run the missing cells, then write leaderboard.md/.html, one grid per artist and the report.
 
-    A cell that fails is recorded (its leaderboard cell reads ``- (1 failed)``) and the others go
+    Cells run as a local sweep (``benchmark.sweep``): ``workers`` processes with one torch thread
+    each, which on a 2-core machine beats one process with two threads several times over
+    (docs/benchmarks.md, sweep overhead); workers write their run folders and one collect imports
+    them. A cell that fails is recorded (its leaderboard cell reads ``- (1 failed)``) and the others go
     on; the caller decides the exit status from ``result.failed``.
     """
-    from benchmark import data, registry, runner
+    from benchmark import data, registry, sweep
     from benchmark.store import Store
     from reports import grids, html
     from reports import leaderboard as L
@@ -55,26 +58,35 @@ def run_ci(out_dir: Path, *, home: Path, data_root: Path, methods: list[str] | N
         log(f"stage {name}: {res.stages[name]:.1f}s")
 
     t = time.perf_counter()
-    for artist in artists:
-        for method in names:
-            t_cell = time.perf_counter()
-            try:
-                r = runner.execute(method, artist, profile=PROFILE, seed=seed, data_root=data_root, home=home,
-                                   progress=False)
-                res.cells[method, artist] = r.run_id
-                log(f"  {method} / {artist}: run {r.run_id} {'reused' if r.reused else 'done'} "
-                    f"({time.perf_counter() - t_cell:.1f}s)")
-            except ArtshiftError as exc:  # recorded as failed in the store by the runner; go on
-                res.cells[method, artist] = f"failed: {exc}"
-                res.failed.append(f"{method} / {artist}: {exc}")
-                log(f"  {method} / {artist}: FAILED ({exc})")
+    cells = sweep.plan(names, list(artists), [seed], profile=PROFILE, data_root=data_root, home=home)
+    cells.sort(key=lambda c: (list(artists).index(c.artist), names.index(c.method)))  # ours' bank once per pool
+    pool = sweep.PoolExecutor(sweep.Options(workers=workers, threads=1, device="cpu"))
+
+    def on_result(cell: Any, r: dict[str, Any]) -> None:
+        res.cells[cell.method, cell.artist] = r["run_id"] if r["state"] != "failed" else f"failed: {r.get('error')}"
+        if r["state"] == "failed":
+            res.failed.append(f"{cell.method} / {cell.artist}: {r.get('error')}")
+        state = "FAILED" if r["state"] == "failed" else "reused" if r["state"] == "skipped" else r["state"]
+        log(f"  {cell.method} / {cell.artist}: run {r['run_id']} {state} ({r.get('seconds', 0.0):.1f}s)"
+            + (f": {r.get('error')}" if r["state"] == "failed" else ""))
+
+    # the first cell alone, with every thread: it builds the caches every other cell reads (the
+    # random-init extractor's calibration, the photo statistics), which workers would otherwise
+    # each compute at once
+    first = sweep.PoolExecutor(sweep.Options(workers=1, threads=max(1, workers), device="cpu"))
+    for part, executor in ((cells[:1], first), (cells, pool)):
+        launched = sweep.launch(part, executor, on_result)
+        for s in launched.skipped:
+            if (s.cell.method, s.cell.artist) not in res.cells:
+                res.cells[s.cell.method, s.cell.artist] = s.cell.run_id
+                log(f"  {s.cell.method} / {s.cell.artist}: run {s.cell.run_id} reused")
     stage("runs", t)
 
     store = Store.for_reading(home / "results.sqlite")
     res.out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     df, runs = L.load(store)
-    keep = runs[(runs.profile == PROFILE) & runs.artist.isin(list(artists)) & runs.method.isin(names)]
+    keep = runs[runs.run_id.isin({c.run_id for c in cells})]  # exactly this code's cells, no older runs
     df = df[df.run_id.isin(set(keep.run_id))]
     board = L.build(df, keep, artists=list(artists))
     res.markdown = f"# {HEADING}\n\n" + L.to_markdown(board)

@@ -61,6 +61,7 @@ def ci_cmd(
     output: Path = typer.Option(Path("reports/ci"), "--out", "-o", help="folder for the leaderboard, grids, report"),
     methods: str = typer.Option("", "--methods", help="comma-separated (default: every registered method)"),
     artists: str = typer.Option("monet,cezanne,vangogh", "--artists", help="comma-separated"),
+    workers: int = typer.Option(2, "--workers", help="cells at once, one torch thread each"),
     data_root: Optional[Path] = DataRoot,
     home: Optional[Path] = Home,
 ) -> None:
@@ -74,7 +75,7 @@ def ci_cmd(
         raise ArtshiftError("--artists is empty", hint="e.g. --artists monet,cezanne,vangogh")
     out.print(escape(f"bench ci: {HEADING}"), highlight=False)
     res = run_ci(output, home=paths.home(home), data_root=paths.data_root(data_root), methods=names or None,
-                 artists=arts, log=lambda m: out.print(escape(m), highlight=False))
+                 artists=arts, workers=workers, log=lambda m: out.print(escape(m), highlight=False))
     out.print(escape("stage durations: " + ", ".join(f"{k} {v:.1f}s" for k, v in res.stages.items())
                      + f"; total {sum(res.stages.values()):.1f}s"), highlight=False)
     out.print(escape(f"wrote {res.out_dir}/ (leaderboard.md, leaderboard.html, grids/, report/index.html)"),
