@@ -117,8 +117,15 @@ class MemoryBankCycleGAN(CycleGAN):
 
     @classmethod
     def label_tags(cls, config: OursConfig) -> tuple[str, ...]:
-        """Which space neighbours are retrieved in: the official raw pixels or this project's variant."""
-        return ("retrieval raw-pixel L2" if config.search_geometry == "l2" else "retrieval loss geometry",)
+        """Which space neighbours are retrieved in (the official raw pixels or this project's variant),
+        and, where the largest patch covers a quarter of the training crop or more (smoke: 16 px of
+        64; kept because 4 or 2 px patches mean nothing), how coarse the patches are."""
+        tags = ["retrieval raw-pixel L2" if config.search_geometry == "l2" else "retrieval loss geometry"]
+        patch = max(p for p, _ in parse_scales(config.scales))
+        if patch * 4 >= config.crop_size:
+            share = config.crop_size / patch
+            tags.append(f"patch = 1/{share:g} of the crop" if share > 1 else "patch >= the crop")
+        return tuple(tags)
 
     def __init__(self, config: OursConfig, device: torch.device | str = "cpu"):
         super().__init__(config, device)

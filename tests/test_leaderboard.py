@@ -79,7 +79,7 @@ MD = r"""
 | original [smoke] | 74.50 (n=10/402) | 166.70 (n=10/402) |
 | cyclegan [smoke] | <ins>52.00 +- 2.83 (2 seeds) (n=10/402) [1]</ins> | - (no run) |
 | cyclegan [smoke; lr=0.001] | **45.00 (n=10/402)** | - (no run) |
-| ours [smoke; retrieval loss geometry] | - (1 failed) | **99.00 (n=10/402)** |
+| ours [smoke; retrieval loss geometry; patch = 1/4 of the crop] | - (1 failed) | **99.00 (n=10/402)** |
 
 ### KID-2048[random-init] (x1e3) ↓ lower is better; layer inception:2048, extractor random-init:sd-1:cal-2, resize clean
 
@@ -117,7 +117,7 @@ method & monet & vangogh \\
 original [smoke] & 74.50 (n=10/402) & 166.70 (n=10/402) \\
 cyclegan [smoke] & \underline{52.00 $\pm$ 2.83 (2 seeds) (n=10/402) [1]} & - (no run) \\
 cyclegan [smoke; lr=0.001] & \textbf{45.00 (n=10/402)} & - (no run) \\
-ours [smoke; retrieval loss geometry] & - (1 failed) & \textbf{99.00 (n=10/402)} \\
+ours [smoke; retrieval loss geometry; patch = 1/4 of the crop] & - (1 failed) & \textbf{99.00 (n=10/402)} \\
 \bottomrule
 \end{tabular}
 \end{table}
@@ -176,7 +176,7 @@ HTML = r"""
 <tr><th>original [smoke]</th><td>74.50 (n=10/402)</td><td>166.70 (n=10/402)</td></tr>
 <tr><th>cyclegan [smoke]</th><td><u>52.00 +- 2.83 (2 seeds) (n=10/402) [1]</u></td><td>- (no run)</td></tr>
 <tr><th>cyclegan [smoke; lr=0.001]</th><td><b>45.00 (n=10/402)</b></td><td>- (no run)</td></tr>
-<tr><th>ours [smoke; retrieval loss geometry]</th><td>- (1 failed)</td><td><b>99.00 (n=10/402)</b></td></tr>
+<tr><th>ours [smoke; retrieval loss geometry; patch = 1/4 of the crop]</th><td>- (1 failed)</td><td><b>99.00 (n=10/402)</b></td></tr>
 </tbody>
 </table>
 <table class="leaderboard" data-metric="kid" data-layer="inception:2048">
@@ -286,7 +286,7 @@ def test_what_a_cell_averages(store):
     assert block.cells["cyclegan [smoke; lr=0.001]", "monet"].mean == 45.0
     # best and second only among rows of one profile: the paper block ranks its own two rows
     assert [block.cells[r.label, "monet"].rank for r in block.rows] == [0, 2, 1, 0]
-    assert block.cells["ours [smoke; retrieval loss geometry]", "monet"].text == "- (1 failed)"
+    assert block.cells["ours [smoke; retrieval loss geometry; patch = 1/4 of the crop]", "monet"].text == "- (1 failed)"
     assert block.cells["cyclegan [smoke]", "vangogh"].text == "- (no run)"
     paper = next(b for b in board if b.extractor_id == PRE)
     assert [r.profile for r in paper.rows] == ["paper", "paper"]
