@@ -400,6 +400,15 @@ def load_trained(run: FinishedRun, home: Path, *, data_root: Path | None = None,
                  progress: bool = False) -> tuple[Any, data.Domain]:
     """The run's method with its final state (a finished fit only loads its checkpoint)."""
     cls = registry.methods.get(run.method)
+    made_by = run.spec.method_version
+    if run.spec.spec_version >= 2 and made_by and str(made_by) != str(cls.VERSION):
+        # its checkpoint belongs to other code (e.g. CUT v1's plain networks): refuse before a
+        # state-dict mismatch deep in fit() says less; its translations and rows stay usable
+        raise ArtshiftError(f"run {run.run_id} was made by {run.method} v{made_by}; this code is {run.method} "
+                            f"v{cls.VERSION} and cannot rebuild its model",
+                            hint=f"its stored translations still work with `bench eval --run {run.run_id}`; for a "
+                                 f"model of today's code run `bench run --method {run.method} --artist {run.artist} "
+                                 f"--profile {run.profile} --seed {run.seed}` (a new run id)")
     config = _rebuild_config(cls, run.profile, run.config)
     root = paths.data_root(data_root) if data_root else run.data_root
     domain = data.ensure_domain(run.artist, root, home, progress=progress)

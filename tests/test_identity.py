@@ -139,3 +139,19 @@ def test_a_file_moved_between_train_and_test_is_a_new_run(tmp_path):
     assert after != before
     (root / "photos" / "test" / moved.name).rename(moved)  # moved back: the same run again
     assert run_id() == before
+
+
+def test_a_run_of_an_older_method_version_is_not_rebuilt_with_todays_code(tmp_path):
+    """CUT v1 checkpoints do not fit CUT v2's networks: `bench translate` says why and what still
+    works, instead of failing on a state-dict mismatch inside fit()."""
+    from baselines.cut import CUT
+    from benchmark.errors import ArtshiftError
+    from benchmark.runner import FinishedRun, load_trained
+    from benchmark.spec import RunSpec
+
+    old = RunSpec("cut", "cezanne", "ci", 0, (), "fp", 2, "cfg", "1")
+    assert CUT.VERSION != "1"
+    run = FinishedRun(old.run_id, tmp_path, "cut", "cezanne", "ci", 0, {}, tmp_path, old)
+    with pytest.raises(ArtshiftError, match=f"made by cut v1; this code is cut v{CUT.VERSION}") as exc:
+        load_trained(run, tmp_path)
+    assert f"bench eval --run {old.run_id}" in str(exc.value)
