@@ -210,3 +210,57 @@ def test_a_checkpoint_from_another_method_is_refused(env):
     res = bench(env, "run", "--method", "cyclegan", "--artist", "monet", "--profile", "ci", "--quiet",
                 "--set", "n_epochs=2")
     assert "was written by cut, not cyclegan" in res.stderr
+
+
+# --- the machine fails, not the input: a full disk, a folder the user cannot write, a NaN loss ---
+# Tests run as root, which ignores permissions, and the unprivileged user cannot reach this
+# machine's Python: so the child injects the OS error where the real one would surface.
+
+INJECT = '''
+import errno, os, pathlib, sys
+import torch
+import torch.nn.functional as F
+kind, home = sys.argv[1], sys.argv[2]
+if kind == "disk-full":  # every checkpoint write fails as on a full disk
+    real_save = torch.save
+    def save(obj, f, *a, **k):
+        if "checkpoints" in str(f):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+        return real_save(obj, f, *a, **k)
+    torch.save = save
+elif kind == "read-only":  # the runs folder cannot be created, as in a folder without write permission
+    real_mkdir = pathlib.Path.mkdir
+    def mkdir(self, *a, **k):
+        if str(self).startswith(os.path.join(home, "runs")):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *a, **k)
+    pathlib.Path.mkdir = mkdir
+elif kind == "nan-loss":  # the cycle loss turns NaN, as after a divergent step
+    real_l1 = F.l1_loss
+    F.l1_loss = lambda a, b, *x, **k: real_l1(a, b, *x, **k) * float("nan")
+sys.argv = ["bench", *sys.argv[3:]]
+from benchmark.cli import main
+main()
+'''
+
+
+@pytest.mark.parametrize("kind, needle", [("disk-full", "No space left on device"),
+                                          ("read-only", "Permission denied"),
+                                          ("nan-loss", "non-finite loss")])
+def test_a_full_disk_a_read_only_folder_and_a_nan_loss_are_one_line_errors(kind, needle, env, tmp_path):
+    from benchmark.store import Store
+
+    home = tmp_path / "home"
+    before = _tree_digest(env["root"])
+    args = ["run", "--method", "cyclegan", "--artist", "monet", "--profile", "ci", "--quiet", "--home", home]
+    res = subprocess.run([sys.executable, "-c", INJECT, kind, str(home), *map(str, args)], capture_output=True,
+                         text=True, env=env["env"], timeout=600, cwd=REPO, errors="replace")
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    error = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and needle in error[0], res.stderr[-2000:]
+    assert not list(home.rglob("DONE")) and not list(home.rglob(".*.tmp"))  # nothing done, no temp file left
+    if (home / "results.sqlite").exists():
+        runs = Store(home / "results.sqlite", read_only=True).results()
+        assert runs.empty  # no metric row of a run that did not finish
+    assert _tree_digest(env["root"]) == before

@@ -16,6 +16,7 @@ sweep) each add one module + one registry line; nothing in this file changes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from typing import Any, Optional
@@ -28,6 +29,11 @@ from benchmark.cli.common import err, out
 from benchmark.errors import ArtshiftError
 
 __all__ = ["app", "build_app", "err", "main", "out"]
+
+# errors of the machine rather than of artshift: one line and exit 2 instead of a traceback
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+ENVIRONMENT_HINT = ("free disk space or choose a folder you can write to (--home / $ARTSHIFT_HOME, --out), then "
+                    "run the same command again: it resumes from the last checkpoint")
 
 HELP = "artshift: translate paintings to photos with registered methods and measure the domain gap."
 
@@ -53,6 +59,15 @@ def main() -> None:
         app()
     except ArtshiftError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise  # anything else is a bug: keep its traceback
+        # a full disk or a folder the user cannot write: their machine, not our code; the run
+        # itself is already recorded as failed (and its temporary files removed) by the runner
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}')}\n"
+                  f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume")
