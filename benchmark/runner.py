@@ -101,9 +101,25 @@ def image_seed(seed: int, path: Path) -> int:
     return int.from_bytes(h.digest()[:8], "big") % 2**63
 
 
+# Paintings whose longer side exceeds this are translated downscaled (bicubic) and the result is
+# resized back: a full-size 6000 px scan would otherwise need tens of GB in a ResNet generator
+# (or hours of Gatys). The CycleGAN releases are 256 px; PACS is 227 px. Recorded in spec.json.
+MAX_TRANSLATE_SIDE = 1024
+
+
+def translate_size(width: int, height: int, max_side: int | None = None) -> tuple[int, int]:
+    """The size a painting is translated at: its own, or scaled so its longer side is ``max_side``."""
+    max_side = MAX_TRANSLATE_SIDE if max_side is None else max_side
+    longer = max(width, height)
+    if longer <= max_side:
+        return width, height
+    return max(1, round(width * max_side / longer)), max(1, round(height * max_side / longer))
+
+
 def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, seed: int, skip_bad: bool,
                   progress: bool = True) -> list[Path]:
-    """Translate each ``(file, relative name)`` at its own resolution into ``out_dir`` (existing outputs kept)."""
+    """Translate each ``(file, relative name)`` at its own resolution (up to ``MAX_TRANSLATE_SIDE``)
+    into ``out_dir``, each output the size of its source (existing outputs kept)."""
     from tqdm.auto import tqdm
 
     names = [rel for _, rel in sources]
@@ -111,7 +127,7 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ArtshiftError(f"two source images share the name {dup[0]!r}", hint="rename one of them")
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs, skipped = [], []
+    outputs, skipped, downscaled = [], [], []
     for src, rel in tqdm(sources, desc=f"translate {method.name}", disable=not progress, leave=False):
         dst = out_dir / output_name(rel)
         if not dst.exists():
@@ -123,18 +139,29 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
                 skipped.append(src)
                 continue
             seed_everything(image_seed(seed, src))
-            out = method.translate(to_tensor(img).to(method.device))  # methods pick their own autograd mode
-            if out.shape != (1, 3, img.height, img.width):
+            work = translate_size(img.width, img.height)
+            if work != img.size:
+                downscaled.append(f"{rel} ({img.width}x{img.height} -> {work[0]}x{work[1]})")
+            x = img if work == img.size else img.resize(work, Image.Resampling.BICUBIC)
+            out = method.translate(to_tensor(x).to(method.device))  # methods pick their own autograd mode
+            if out.shape != (1, 3, x.height, x.width):
                 raise RuntimeError(f"{method.name}.translate returned shape {tuple(out.shape)} for a "
-                                   f"{img.width}x{img.height} image")
+                                   f"{x.width}x{x.height} image")
             if not torch.isfinite(out).all():
                 raise ArtshiftError(f"{method.name} produced non-finite pixels for {src}",
                                     hint="the model diverged: re-run with --force, another seed or a lower lr")
+            result = to_image(out)
+            if result.size != img.size:  # back to the painting's own size: every output matches its source
+                result = result.resize(img.size, Image.Resampling.BICUBIC)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            save_png_atomic(to_image(out), dst)
+            save_png_atomic(result, dst)
         outputs.append(dst)
     if skipped:
         log.warning("skipped %d bad images: %s", len(skipped), ", ".join(map(str, skipped)))
+    if downscaled:
+        log.warning("%d paintings are larger than the maximum translate size (longer side %d px): downscaled "
+                    "(bicubic), translated, and the translation resized back to the painting's size: %s",
+                    len(downscaled), MAX_TRANSLATE_SIDE, ", ".join(downscaled))
     return outputs
 
 
@@ -262,7 +289,9 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(
             {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
-             "data_root": str(root), "layout": domain.layout}, indent=2, default=str))
+             "data_root": str(root), "layout": domain.layout,
+             "translate": {"max_side": MAX_TRANSLATE_SIDE, "larger": "downscaled, translated, resized back"}},
+            indent=2, default=str))
         (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's failure no longer holds
         if store is not None:
             store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,

@@ -243,3 +243,32 @@ def test_a_corrupt_memory_bank_is_rebuilt(tmp_path, caplog):
         again = build_bank(photos, spec, tmp_path, recall_queries=10)
     assert "rebuilding" in caplog.text and again.root == bank.root
     assert list(tmp_path.glob("banks/*.corrupt-*"))  # the bad copy is kept aside, not silently deleted
+
+
+def test_a_painting_above_the_maximum_translate_size_is_downscaled_and_resized_back(tmp_path, monkeypatch, caplog):
+    """Fault 6: a huge scan is translated at MAX_TRANSLATE_SIDE (longer side), the output has the
+    painting's size, the log says which paintings were downscaled; smaller ones are untouched."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    from baselines.original import Original
+    from benchmark import runner
+
+    monkeypatch.setattr(runner, "MAX_TRANSLATE_SIDE", 16)
+    rng = np.random.default_rng(0)
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.fromarray(rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)).save(big)
+    Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(small)
+    method = Original(Original.default_config("ci"))
+    with caplog.at_level(logging.WARNING, logger="artshift"):
+        outs = runner.translate_all(method, [(big, "big.png"), (small, "small.png")], tmp_path / "out", 0, False,
+                                    progress=False)
+    with Image.open(big) as im:
+        want = im.convert("RGB").resize((16, 8), Image.Resampling.BICUBIC).resize((40, 20), Image.Resampling.BICUBIC)
+    got_big, got_small = (np.asarray(Image.open(o).convert("RGB")) for o in outs)
+    assert got_big.shape == (20, 40, 3) and np.array_equal(got_big, np.asarray(want))
+    assert np.array_equal(got_small, np.asarray(Image.open(small).convert("RGB")))  # under the limit: as is
+    assert "big.png (40x20 -> 16x8)" in caplog.text and "small.png" not in caplog.text
+    assert runner.translate_size(4000, 3000, 1024) == (1024, 768) and runner.translate_size(256, 256, 1024) == (256, 256)
