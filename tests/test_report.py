@@ -133,23 +133,12 @@ def test_cli_report_and_errors(filled, home, tmp_path, shared_data):
 # --- the browser ---------------------------------------------------------------------------------
 
 def test_report_in_a_headless_browser(filled, home, tmp_path):
-    from test_study_browser import CHROMEDRIVER, CHROMIUM, _need_browser
-
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
+    from test_study_browser import start_chromium
 
     report = _build(filled, home, tmp_path / "rep")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(20)
+    driver = start_chromium(tmp_path / "chromium-profile", network_log=True)
+    from selenium.webdriver.common.by import By
+
     try:
         for url in (report.index.as_uri(), report.pages["cezanne"].path.as_uri()):
             driver.get(url)

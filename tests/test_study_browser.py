@@ -30,8 +30,9 @@ def _need_browser() -> None:
         pytest.skip(why)
 
 
-@pytest.fixture()
-def browser(tmp_path):
+def start_chromium(profile_dir, *, network_log: bool = False):
+    """Headless system chromium with a fresh profile (skipped, or failed under CI=true, without it);
+    ``network_log`` records every request for ``driver.get_log("performance")``."""
     _need_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -40,11 +41,19 @@ def browser(tmp_path):
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                f"--user-data-dir={profile_dir}"):
         opts.add_argument(arg)
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     # the driver path is given explicitly, so selenium-manager never looks for (or downloads) a browser
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(20)
+    return driver
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    driver = start_chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
