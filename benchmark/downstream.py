@@ -6,15 +6,17 @@ and on every finished run's translations of the same paintings. Paintings and th
 translations are paired, so original vs translation is an exact McNemar test on the
 discordant pairs, which is far more sensitive than comparing two unpaired accuracies.
 
-Two classifiers, never mixed: by default a small network trained from scratch, labelled
+Three classifiers, never mixed: by default a small network trained from scratch, labelled
 ``[scratch]`` in every row and title so its numbers never pass for those of an ImageNet network;
 with ``--probe`` a linear classifier on frozen ImageNet ResNet-152 features
 (``benchmark.probe``), labelled ``[probe:resnet152:pretrained:<sha12>]`` (or
-``[probe:resnet152:random-init]`` when a random-init backbone is asked for). Each row's
-extractor id carries the classifier's content key, so the leaderboard shows them in separate
-blocks. Both are cached by content key (the data split's fingerprint, the config and the weights
-identity), so scoring new runs does not retrain them. Fine-tuning an ImageNet network on a GPU
-is not implemented.
+``[probe:resnet152:random-init]`` when a random-init backbone is asked for); with
+``--finetune`` the whole ImageNet ResNet-152 fine-tuned on a GPU with DomainBed's ERM recipe
+(``benchmark.finetune``), labelled ``[finetune:resnet152:pretrained:<sha12>]`` (or
+``[finetune:<arch>:random-init]``). Each row's extractor id carries the classifier's content
+key, so the leaderboard shows them in separate blocks. All three are cached by content key (the
+data split's fingerprint, the config and the weights identity), so scoring new runs does not
+retrain them, and all three are scored by the same code below.
 
 Intervals: accuracy and per-class accuracy are binomial proportions with Wilson 95%
 intervals. Balanced accuracy (the mean of per-class accuracies) is not one; its Wilson
@@ -48,6 +50,7 @@ from benchmark.metrics.intervals import McNemar, Proportion, mcnemar_exact, wils
 from benchmark.store import MetricRow, Store
 
 if TYPE_CHECKING:
+    from benchmark.finetune import FinetuneClassifier, FinetuneConfig
     from benchmark.probe import ProbeClassifier, ProbeConfig
 
 log = logging.getLogger("artshift.downstream")
@@ -131,7 +134,8 @@ def check_with(names: Sequence[str], artist: str, *, home: Path | None = None, r
     raise ArtshiftError(f"--with {asked[0]}: downstream accuracy is not measured by `bench eval` (it needs a "
                         f"classifier trained on {artist}'s photos and each translation paired with its painting)",
                         hint=f"run `bench downstream --artist {artist}{runs}` (add --probe for the ImageNet linear "
-                             "probe)" + ("" if run_id else "; it scores finished runs, not a folder of images"))
+                             "probe, --finetune for the fine-tuned ImageNet ResNet on a GPU)"
+                             + ("" if run_id else "; it scores finished runs, not a folder of images"))
 
 
 def load_pixels(paths_: Sequence[Path], size: int) -> torch.Tensor:
@@ -321,7 +325,7 @@ def gap_closed(photo: float, original: float, translated: float) -> float | None
     return None if gap <= 0 else (translated - original) / gap
 
 
-AnyClassifier = Union[Classifier, "ProbeClassifier"]
+AnyClassifier = Union[Classifier, "ProbeClassifier", "FinetuneClassifier"]
 
 
 def rows_for(s: SetScore, clf: AnyClassifier) -> list[MetricRow]:
@@ -376,16 +380,26 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
              data_root: Path | None = None, home: Path | None = None, device: str = "cpu",
              progress: bool = False, store: Store | None = None,
              config: ClassifierConfig | None = None, probe: ProbeConfig | None = None,
+             finetune: FinetuneConfig | None = None, allow_cpu: bool = False,
              log_fn: Callable[[str], None] | None = None) -> DownstreamResult:
     """``bench downstream``: train (or reuse) the classifier, score every set, then record all rows at once.
 
-    ``probe`` set: the ImageNet linear probe instead of the scratch CNN (``config`` is then unused).
-    Every run's translations are checked and scored before anything is written, so a bad run
-    leaves the store untouched.
+    ``probe`` set: the ImageNet linear probe instead of the scratch CNN (``config`` is then unused);
+    ``finetune`` set: the fine-tuned ImageNet ResNet, refused on a CPU ``device`` unless
+    ``allow_cpu``. Every run's translations are checked and scored before anything is written, so
+    a bad run leaves the store untouched.
     """
     from benchmark.runner import find_run
 
     check_labelled(artist)
+    if probe is not None and finetune is not None:
+        raise ArtshiftError("--probe and --finetune are two different classifiers (a linear probe on frozen "
+                            "features, the whole network fine-tuned); one call scores one",
+                            hint="drop one of them; run the command twice for both (their rows never mix)")
+    if finetune is not None:  # before anything else: refusing the CPU must not wait for data or weights
+        from benchmark.finetune import check_device
+
+        check_device(device, allow_cpu, finetune)
     home = paths.home(home)
     store = store or Store(home / "results.sqlite")
     cfg = config or config_for(profile)
@@ -413,6 +427,10 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
         from benchmark.probe import get_probe
 
         clf = get_probe(domain, probe, home, device=device, progress=progress)
+    elif finetune is not None:
+        from benchmark.finetune import get_finetuned
+
+        clf = get_finetuned(domain, finetune, home, device=device, allow_cpu=allow_cpu, progress=progress)
     else:
         clf = get_classifier(domain, cfg, home, device=device, progress=progress)
     say(f"classifier {clf.title}: {'cached' if clf.cached else f'trained in {clf.train_s:.1f}s'} ({clf.id})")

@@ -1,9 +1,10 @@
 """The ImageNet linear probe of ``bench downstream --probe``.
 
 A small CNN trained from scratch on 1337 photos measures how *that* network sees paintings;
-the field's question is how an ImageNet-trained network does. Fine-tuning one needs a GPU,
-but a linear classifier on its frozen, globally pooled features (the standard "linear probe")
-trains in seconds on a CPU once the features exist, and every image is embedded only once:
+the field's question is how an ImageNet-trained network does. Fine-tuning one needs a GPU
+(``--finetune``), but a linear classifier on its frozen, globally pooled features (the
+standard "linear probe") trains in seconds on a CPU once the features exist, and every image
+is embedded only once:
 features are cached per image by content (``benchmark.shift.image_features``), so scoring a
 new run costs one forward pass per translation.
 
@@ -24,7 +25,8 @@ probe on random features is a different measurement, so it is only used when ask
 ``--weights random`` (a seeded ResNet-152 whose BatchNorm statistics are re-estimated on the
 training photos, the ``bench shift`` recipe) and it says ``random-init`` in every name.
 
-Not implemented: fine-tuning the backbone (that needs a GPU to be worth doing).
+Fine-tuning the whole backbone is the other ImageNet classifier, ``benchmark.finetune``
+(``bench downstream --finetune``, on a GPU).
 """
 
 from __future__ import annotations

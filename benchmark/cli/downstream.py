@@ -20,35 +20,54 @@ def downstream_cmd(
     artist: str = typer.Option("pacs", "--artist", "-a", help="a labelled domain (pacs)"),
     profile: str = typer.Option("smoke", "--profile", "-p",
                                 help="which runs to score (ci, smoke, quick, paper); also sizes the scratch "
-                                     "classifier (not the --probe)"),
+                                     "classifier (not --probe or --finetune)"),
     seed: int = typer.Option(0, "--seed", help="which runs to score"),
     runs: str = typer.Option("", "--runs", help="run ids, comma-separated (default: every method's newest finished "
                                                 "run of the artist at --profile and --seed)"),
     data_root: Optional[Path] = DataRoot,
     home: Optional[Path] = Home,
-    device: str = typer.Option("cpu", "--device"),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help="cpu (default), or cuda; with --finetune: cuda when available"),
     probe: bool = typer.Option(False, "--probe", help="a linear classifier on frozen ImageNet ResNet-152 features "
                                                       "instead of the small CNN trained from scratch"),
+    finetune: bool = typer.Option(False, "--finetune",
+                                  help="fine-tune the whole ImageNet ResNet-152 (DomainBed's ERM recipe) on a GPU "
+                                       "instead of the small CNN trained from scratch"),
+    allow_cpu: bool = typer.Option(False, "--allow-cpu", help="with --finetune: run on the CPU (takes hours)"),
     weights: Optional[str] = typer.Option(None, "--weights",
-                                          help="with --probe: pretrained (default; the ImageNet file must be "
-                                               "present) or random (a random-init backbone, labelled so)"),
+                                          help="with --probe or --finetune: pretrained (default; the ImageNet file "
+                                               "must be present) or random (a random-init network, labelled so)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train (or reuse) a photo classifier; score photos, the test paintings and every run's translations."""
     from benchmark.downstream import evaluate
     from benchmark.errors import ArtshiftError
 
-    probe_cfg = None
+    if probe and finetune:
+        raise ArtshiftError("--probe and --finetune are two different classifiers (a linear probe on frozen "
+                            "features, the whole network fine-tuned); one call scores one",
+                            hint="drop one of them; run the command twice for both (their rows never mix)")
+    if allow_cpu and not finetune:
+        raise ArtshiftError("--allow-cpu lets --finetune run on the CPU; the other classifiers always may",
+                            hint="add --finetune, or drop --allow-cpu")
+    probe_cfg = finetune_cfg = None
     if probe:
         from benchmark.probe import ProbeConfig
 
         probe_cfg = ProbeConfig(weights=weights or "pretrained")
+    elif finetune:
+        from benchmark.finetune import FinetuneConfig, check_device, default_device
+
+        finetune_cfg = FinetuneConfig(weights=weights or "pretrained")
+        device = device or default_device()
+        check_device(device, allow_cpu, finetune_cfg)
     elif weights is not None:
-        raise ArtshiftError("--weights chooses the backbone of --probe; the default classifier is trained from "
-                            "scratch and has no pretrained weights", hint="add --probe, or drop --weights")
+        raise ArtshiftError("--weights chooses the network of --probe or --finetune; the default classifier is "
+                            "trained from scratch and has no pretrained weights",
+                            hint="add --probe or --finetune, or drop --weights")
     res = evaluate(artist, profile=profile, seed=seed, run_ids=[r.strip() for r in runs.split(",") if r.strip()],
-                   data_root=data_root, home=home, device=device, progress=not quiet, probe=probe_cfg,
-                   log_fn=lambda m: err.print(escape(m), highlight=False))
+                   data_root=data_root, home=home, device=device or "cpu", progress=not quiet, probe=probe_cfg,
+                   finetune=finetune_cfg, allow_cpu=allow_cpu, log_fn=lambda m: err.print(escape(m), highlight=False))
     clf = res.classifier
     table = Table(title=escape(f"downstream accuracy on {artist} / {profile} / seed {seed}: {clf.title} trained on "
                                f"{clf.n_train} photos (95% Wilson intervals; McNemar vs original paintings)"))
