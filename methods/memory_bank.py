@@ -644,6 +644,21 @@ def _patch_vectors(images: np.ndarray, start: int, stop: int, patch: int, stride
     return unfold_patches(x, patch, stride).reshape(-1, 3 * patch * patch)
 
 
+def _patches_at(images: np.ndarray, ids: np.ndarray, patch: int, stride: int) -> torch.Tensor:
+    """Raw vectors of the patches ``ids`` (global, raster order) of uint8 NHWC ``images``: the rows
+    ``_patch_vectors`` gives for them, cut through a strided window view so only these patches are
+    made (unfolding 200 paintings to pick 500 patches made 1 GB of float32 at 16:6)."""
+    n, h, w, c = images.shape
+    side = grid(h, patch, stride)
+    per = side * side
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    windows = x.as_strided((n, side, side, c, patch, patch),
+                           (h * w * c, stride * w * c, stride * c, 1, w * c, c))
+    ids_t = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    img, rest = ids_t // per, ids_t % per
+    return to_unit(windows[img, rest // side, rest % side]).reshape(len(ids_t), c * patch * patch)
+
+
 def _iter_vectors(images: np.ndarray, patch: int, stride: int, chunk_images: int):
     """(first global id, raw vectors) chunks over all photos, so no step holds the whole bank twice."""
     per = grid(images.shape[1], patch, stride) ** 2
@@ -652,7 +667,10 @@ def _iter_vectors(images: np.ndarray, patch: int, stride: int, chunk_images: int
         yield start * per, _patch_vectors(images, start, stop, patch, stride)
 
 
-def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, train_vectors: torch.Tensor):
+def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, train_vectors: torch.Tensor,
+                 timings: dict[str, float] | None = None):
+    """The trained, filled index and its factory string; ``timings`` (when given) gets train_s / add_s
+    (add_s includes cutting the patches the iterator yields)."""
     import faiss
 
     # On unit vectors L2 ranks exactly as inner product; faiss builds HNSW/IVF about twice as
@@ -662,11 +680,22 @@ def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, trai
     index = faiss.index_factory(dim, factory, metric)
     if kind == "hnsw":
         _inner(index).hnsw.efConstruction = spec.ef_construction
+    if kind == "ivfpq":
+        # index_factory's IVF-PQ trains the PQ for polysemous (Hamming) filtering, a simulated
+        # annealing over each sub-quantiser's 256 codes: ~3 s per sub-quantiser whatever the bank
+        # size (PQ96: ~5 min of a 10-photo bank's 5-min build). It only relabels the codes, so
+        # ADC distances and every search answer are the same without it, and polysemous search
+        # is never used here.
+        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    t0 = time.perf_counter()
     if not index.is_trained:
         index.train(np.ascontiguousarray(train_vectors.numpy(), dtype=np.float32))
+    t1 = time.perf_counter()
     for vec in vectors_iter:
         index.add(np.ascontiguousarray(vec.numpy(), dtype=np.float32))
     set_search_params(index, kind, spec)
+    if timings is not None:
+        timings |= {"train_s": t1 - t0, "add_s": time.perf_counter() - t1}
     return index, factory
 
 
@@ -748,22 +777,29 @@ def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | Non
                     ids = np.sort(rng.choice(ids, size=max(1, int(len(ids) * keep)), replace=False))
                 mean = _mean(images, patch, stride, ids, chunk)
                 mean_t = torch.from_numpy(mean)
+                stages = {"mean_s": time.perf_counter() - t0}
                 kk = kind if len(ids) >= _min_trainable(kind, spec) else "flat"
                 sub_dir = tmp / key / name
                 sub_dir.mkdir(parents=True)
+                t1 = time.perf_counter()
                 train = _sample_vectors(images, patch, stride, ids, mean_t, spec, rng, kk)
+                stages["sample_s"] = time.perf_counter() - t1
                 vec_iter = _kept_vectors(images, patch, stride, ids, mean_t, spec.geometry, chunk)
-                index, factory = _build_index(kk, vec_iter, len(ids), dim, spec, train)
+                index, factory = _build_index(kk, vec_iter, len(ids), dim, spec, train, stages)
+                del train
                 import faiss
 
+                t1 = time.perf_counter()
                 faiss.write_index(index, str(sub_dir / "index.faiss"))
                 np.save(sub_dir / "ids.npy", ids)
                 np.save(sub_dir / "mean.npy", mean)
+                del index
+                stages["write_s"] = time.perf_counter() - t1
                 smeta["classes"][name] = {"n": int(len(ids)), "kind": kk, "factory": factory,
                                           "bytes": (sub_dir / "index.faiss").stat().st_size,
-                                          "seconds": time.perf_counter() - t0}
-                logger.info("bank %s %s: %d patches, %s, %.1fs", key, name, len(ids), factory,
-                            smeta["classes"][name]["seconds"])
+                                          "seconds": time.perf_counter() - t0, "stages": stages}
+                logger.info("bank %s %s: %d patches, %s, %.1fs (%s)", key, name, len(ids), factory,
+                            smeta["classes"][name]["seconds"], ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
             meta["scales"][key] = smeta
         meta["build_seconds"] = time.perf_counter() - t_start
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -824,13 +860,7 @@ def _sample_vectors(images, patch, stride, ids, mean, spec, rng, kind) -> torch.
         return torch.empty(0, dim)
     n = min(len(ids), max(10_000, 64 * _nlist(len(ids), spec) if kind != "hnsw" else 0, 256 * 40))
     pick = np.sort(rng.choice(ids, size=n, replace=False))
-    per = grid(images.shape[1], patch, stride) ** 2
-    img, rest = pick // per, pick % per
-    out = []
-    for i in np.unique(img):
-        raw = _patch_vectors(images, int(i), int(i) + 1, patch, stride)
-        out.append(raw[torch.from_numpy(rest[img == i])])
-    return geometry_vectors(torch.cat(out), mean, spec.geometry)
+    return geometry_vectors(_patches_at(images, pick, patch, stride), mean, spec.geometry)
 
 
 def _recall_queries(query_images, images, spec, n_queries, rng, skip_bad) -> dict:
@@ -843,9 +873,9 @@ def _recall_queries(query_images, images, spec, n_queries, rng, skip_bad) -> dic
         source = f"patches of {len(qimgs)} bank photos"
     out: dict[Any, Any] = {"source": source}
     for patch, stride in spec.scales:
-        raw = _patch_vectors(qimgs, 0, len(qimgs), patch, stride)
-        pick = rng.choice(len(raw), size=min(n_queries, len(raw)), replace=False)
-        out[(patch, stride)] = raw[torch.from_numpy(np.sort(pick))]
+        total = len(qimgs) * grid(qimgs.shape[1], patch, stride) ** 2
+        pick = rng.choice(total, size=min(n_queries, total), replace=False)
+        out[(patch, stride)] = _patches_at(qimgs, np.sort(pick), patch, stride)
     return out
 
 
@@ -879,16 +909,26 @@ def recall_at_k(sb: ScaleBank, q: torch.Tensor, found: torch.Tensor, exact_v: to
     return float(hits.sum()) / max(1, n * k)
 
 
-def measure_recall(sb: ScaleBank, q_raw: torch.Tensor, k: int, chunk_images: int, source: str = "") -> dict[str, Any]:
+def measure_recall(sb: ScaleBank, q_raw: torch.Tensor, k: int, chunk_images: int, source: str = "",
+                   exact_cache: dict | None = None) -> dict[str, Any]:
     """recall@k of the bank's search as loaded (index, backend, subsampling, re-ranking) against exact
-    search over all patches, with the search settings it was measured at."""
+    search over all patches, with the search settings it was measured at.
+
+    ``exact_cache``: a dict kept across calls on the same bank content (e.g. one nprobe / refine
+    grid) so the exact search, which does not depend on search settings, runs once per query set."""
     ci = sb.classes[ALL]
     q = ci.to_search(q_raw.to(ci.device))
     k = min(k, len(ci))
     t0 = time.perf_counter()
     found = ci.search(q, k)
     search_s = time.perf_counter() - t0
-    exact_v, _ = exact_search(sb, q, k, chunk_images)
+    key = (sb.bank.fingerprint, sb.key, k, hashlib.sha256(q.detach().float().cpu().numpy().tobytes()).hexdigest())
+    if exact_cache is not None and key in exact_cache:
+        exact_v = exact_cache[key]
+    else:
+        exact_v, _ = exact_search(sb, q, k, chunk_images)
+        if exact_cache is not None:
+            exact_cache[key] = exact_v
     return {"k": k, "recall": recall_at_k(sb, q, found, exact_v), "n_queries": int(len(q)), "queries": source,
             "search_ms_per_query": 1000 * search_s / max(1, len(q)), "search": ci.settings()}
 
@@ -898,10 +938,12 @@ class LowRecallError(ArtshiftError):
 
 
 def recall_guard(bank: MemoryBank, query_images: Sequence[Path] | None, *, k: int, n_queries: int = 500,
-                 min_recall: float = 0.9, seed: int = 0, skip_bad: bool = False) -> dict[str, Any]:
+                 min_recall: float = 0.9, seed: int = 0, skip_bad: bool = False,
+                 exact_cache: dict | None = None) -> dict[str, Any]:
     """Measure recall@k of the loaded bank (the search training will use) per scale on ``n_queries``
     query patches (painting patches when given; fewer when the bank is smaller) and raise a one-line
-    ``LowRecallError`` below ``min_recall``; returns the measurements for the run's record."""
+    ``LowRecallError`` below ``min_recall``; returns the measurements for the run's record.
+    ``exact_cache``: see ``measure_recall`` (for measuring several search settings of one bank)."""
     rng = np.random.default_rng(seed)
     images = bank.images_t.permute(0, 2, 3, 1).cpu().numpy()
     q_by_scale = _recall_queries(query_images, images, bank.spec, n_queries, rng, skip_bad)
@@ -911,7 +953,7 @@ def recall_guard(bank: MemoryBank, query_images: Sequence[Path] | None, *, k: in
         q_raw = q_by_scale[(sb.patch, sb.stride)]
         q_raw = q_raw[:min(len(q_raw), len(sb.classes[ALL]))]
         chunk = max(1, 200_000 // sb.per_image)
-        rec = measure_recall(sb, q_raw, k, chunk, source=q_by_scale["source"])
+        rec = measure_recall(sb, q_raw, k, chunk, source=q_by_scale["source"], exact_cache=exact_cache)
         out["scales"][sb.key] = rec
         if rec["recall"] < min_recall:
             low.append((sb, rec))

@@ -375,3 +375,80 @@ def test_recall_counts_tied_neighbours_as_hits(tmp_path):
     vecs = sb.classes["all"].to_search(sb.gather(torch.arange(per)))
     far = int(torch.argmin(vecs @ q[0]))
     assert recall_at_k(sb, q[:1], torch.full((1, 5), far), exact_v[:1]) == 0.0
+
+
+# ----------------------------------------------------------------------------- build speed, same answers
+def test_patches_at_equals_the_unfolded_rows():
+    """The strided-window cut gives exactly the rows of unfolding whole photos (values and order)."""
+    from methods.memory_bank import _patch_vectors, _patches_at
+
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 29, 29, 3), dtype=np.uint8)
+    for patch, stride in ((8, 5), (6, 3), (29, 1)):
+        every = _patch_vectors(images, 0, len(images), patch, stride)
+        ids = np.sort(np.random.default_rng(1).choice(len(every), size=min(40, len(every)), replace=False))
+        assert torch.equal(_patches_at(images, ids, patch, stride), every[torch.from_numpy(ids)])
+        assert torch.equal(_patches_at(images, np.arange(len(every)), patch, stride), every)
+
+
+def test_recall_queries_pick_the_same_patches_as_unfolding_every_query_image(photos):
+    """Query patches are cut only where picked; the picks (and the rng stream after them) are the
+    ones unfolding every query image and indexing into it gave."""
+    from methods.memory_bank import _patch_vectors, _recall_queries
+
+    spec = BankSpec(image_size=SIZE, scales=((8, 4), (6, 5)))
+    got = _recall_queries(photos[:5], None, spec, 30, np.random.default_rng(3), False)
+    rng = np.random.default_rng(3)
+    qimgs, _ = load_resized(photos[:5], SIZE)
+    for patch, stride in spec.scales:
+        raw = _patch_vectors(qimgs, 0, len(qimgs), patch, stride)
+        pick = rng.choice(len(raw), size=30, replace=False)
+        assert torch.equal(got[(patch, stride)], raw[torch.from_numpy(np.sort(pick))])
+
+
+def test_ivfpq_skips_polysemous_training_with_the_same_search_answers():
+    """index_factory's IVF-PQ trains its PQ for polysemous search (minutes at PQ96x8, whatever the
+    bank size); that only relabels the codes, so the bank's index (trained without it) returns the
+    same distances and ids as the factory's default."""
+    import faiss
+
+    from methods.memory_bank import _build_index
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((3000, 48)).astype(np.float32))
+    spec = BankSpec(image_size=SIZE, scales=((4, 2),), geometry="l2", index="ivfpq", ivf_nlist=16, nprobe=4,
+                    pq_bits=4)
+    timings: dict[str, float] = {}
+    index, factory = _build_index("ivfpq", iter([x[:1700], x[1700:]]), len(x), 48, spec, x, timings)
+    assert factory == "IVF16,PQ6x4" and set(timings) == {"train_s", "add_s"}
+    assert not faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training
+    ref = faiss.index_factory(48, factory, faiss.METRIC_L2)
+    assert faiss.downcast_index(faiss.extract_index_ivf(ref)).do_polysemous_training  # the factory default
+    ref.train(x.numpy())
+    ref.add(x.numpy())
+    faiss.extract_index_ivf(ref).nprobe = 4
+    q = x.numpy()[::37] + 0.05
+    d_got, i_got = index.search(q, 10)
+    d_ref, i_ref = ref.search(q, 10)
+    np.testing.assert_array_equal(i_got, i_ref)
+    np.testing.assert_array_equal(d_got, d_ref)
+
+
+def test_recall_guard_reuses_exact_neighbours_across_search_settings(tmp_path, monkeypatch):
+    """An nprobe grid on one bank runs the exact search once per query set; the answers equal
+    measuring each setting from scratch."""
+    import methods.memory_bank as mb
+
+    photos = _clustered_photos(tmp_path / "photos")
+    spec = BankSpec(image_size=32, scales=((8, 4),), index="ivf", ivf_nlist=64, nprobe=1)
+    fresh = {n: mb.recall_guard(build_bank(photos, dataclasses.replace(spec, nprobe=n), tmp_path / "c",
+                                           recall_queries=20), photos[:5], k=5, n_queries=200, min_recall=0)
+             for n in (1, 8)}
+    calls = []
+    real = mb.exact_search
+    monkeypatch.setattr(mb, "exact_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    cache: dict = {}
+    for n in (1, 8):
+        bank = build_bank(photos, dataclasses.replace(spec, nprobe=n), tmp_path / "c")
+        got = mb.recall_guard(bank, photos[:5], k=5, n_queries=200, min_recall=0, exact_cache=cache)
+        assert got["scales"]["p8s4"]["recall"] == fresh[n]["scales"]["p8s4"]["recall"]
+    assert len(calls) == 1 and fresh[1]["scales"]["p8s4"]["recall"] < fresh[8]["scales"]["p8s4"]["recall"]
