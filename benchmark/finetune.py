@@ -142,7 +142,7 @@ def check_device(device: str, allow_cpu: bool, cfg: FinetuneConfig | None = None
     if kind == "cpu" and not allow_cpu:
         raise ArtshiftError(
             f"fine-tuning {ARCHS[cfg.arch].title} ({cfg.steps} steps of {cfg.batch_size} images at {cfg.size} px) "
-            "on the CPU takes hours, so it is refused",
+            "on the CPU takes hours (days on a 2-core machine), so it is refused",
             hint="run it where a GPU is (--device cuda), add --allow-cpu to run it on the CPU anyway, or use "
                  "--probe (a linear classifier on frozen ImageNet features: minutes on a CPU)")
     if kind == "cuda" and not torch.cuda.is_available():
