@@ -12,8 +12,14 @@ settings, so the bank is built once and only reloaded per pair.
 Recall falls as the bank grows (more lists, more near neighbours in lists not probed): a value
 measured on N photos is an upper bound for the full 6,287. Report N with every number.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bank_recall.py --photos 50 --scale 16:6 \
-        --nprobe 16,64 --refine 4,16 --home /tmp/bank_recall
+The exact neighbours do not depend on nprobe / refine, so they are computed once per scale and
+reused across the grid (``recall_guard(exact_cache=...)``). Each row records the bank's build
+time and its stages (mean, quantiser sample, PQ/IVF training, adding, writing), the search time
+of the query batch, the process's peak RSS and the load average before the build and after the
+row. Run one scale per process (each builds and holds only its own patches):
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bank_recall.py --photos 400 \
+        --scale 16:6 --nprobe 8,16,32,64,128 --refine 4,16 --home /tmp/bank_recall --out rows.jsonl
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--out", type=Path, help="append the results as JSON lines here")
     args = ap.parse_args(argv)
 
+    import os
+
     import torch
 
     from benchmark.data import resolve_domain
@@ -54,28 +62,43 @@ def main(argv: list[str] | None = None) -> list[dict]:
     paintings = list(domain.paintings_train)
     spec = BankSpec(image_size=args.image_size, scales=parse_scales(args.scale), geometry=args.geometry,
                     index=args.index, memory_gb=args.memory_gb)
+    load_before = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
     t0 = time.perf_counter()
     bank = build_bank(photos, spec, args.home, query_images=paintings, recall_k=args.k, recall_queries=10)
     build_s = time.perf_counter() - t0
     info = bank.meta["scales"][bank.scales[0].key]
+    stages = info["classes"]["all"].get("stages", {})
+    build_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    threads = {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
     print(f"bank: {len(photos)} photos at {args.image_size}px, scale {args.scale}, {info['n_patches']:,} patches, "
-          f"{info['classes']['all']['factory']}, built in {build_s:.1f}s (0 if cached), torch threads "
-          f"{torch.get_num_threads()}")
+          f"{info['classes']['all']['factory']}, built in {bank.meta['build_seconds']:.1f}s "
+          f"({', '.join(f'{k} {v:.1f}' for k, v in stages.items())}; this call {build_s:.1f}s, ~0 if cached), "
+          f"peak RSS {build_rss_gb:.2f} GB, threads {threads}, load before {load_before}", flush=True)
+    del bank
     rows = []
+    exact_cache: dict = {}  # the exact neighbours, computed once for the whole grid
     for nprobe in [int(v) for v in args.nprobe.split(",")]:
         for refine in [int(v) for v in args.refine.split(",")]:
             loaded = build_bank(photos, dataclasses.replace(spec, nprobe=nprobe, refine=refine), args.home)
             t1 = time.perf_counter()
-            rec = recall_guard(loaded, paintings, k=args.k, n_queries=args.queries, min_recall=0.0)
+            rec = recall_guard(loaded, paintings, k=args.k, n_queries=args.queries, min_recall=0.0,
+                               exact_cache=exact_cache)
             r = rec["scales"][loaded.scales[0].key]
-            row = {"photos": len(photos), "scale": args.scale, "patches": info["n_patches"],
-                   "index": info["classes"]["all"]["factory"], "geometry": args.geometry, "nprobe": nprobe,
-                   "refine": refine, "k": r["k"], "recall": r["recall"], "n_queries": r["n_queries"],
-                   "search_ms_per_query": r["search_ms_per_query"], "measure_s": time.perf_counter() - t1,
-                   "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}
+            row = {"photos": len(photos), "scale": args.scale, "image_size": args.image_size,
+                   "patches": info["n_patches"], "index": info["classes"]["all"]["factory"],
+                   "geometry": args.geometry, "nprobe": nprobe, "refine": refine, "k": r["k"], "recall": r["recall"],
+                   "n_queries": r["n_queries"], "search_ms_per_query": r["search_ms_per_query"],
+                   "search_s_per_batch": r["search_ms_per_query"] * r["n_queries"] / 1000,
+                   "measure_s": time.perf_counter() - t1, "build_s": loaded.meta["build_seconds"], "build_stages": stages,
+                   "index_bytes": info["classes"]["all"]["bytes"], "build_max_rss_gb": build_rss_gb,
+                   "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+                   "threads": threads, "load_before": load_before,
+                   "load_after": Path("/proc/loadavg").read_text().split()[:3] if load_before else None}
             rows.append(row)
             print(f"nprobe {nprobe:4d} refine {refine:3d}: recall@{r['k']} {r['recall']:.3f} on {r['n_queries']} "
-                  f"query patches, {r['search_ms_per_query']:.2f} ms/query")
+                  f"query patches, {r['search_ms_per_query']:.2f} ms/query, measured in {row['measure_s']:.1f}s, "
+                  f"peak RSS {row['max_rss_gb']:.2f} GB, load {row['load_after']}", flush=True)
+            del loaded
             if args.out:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(row) + "\n")
