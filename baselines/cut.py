@@ -185,10 +185,17 @@ def location_indices(locations: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 
 def gather_patches(feature: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """[B, C, H, W] features at flat spatial ``indices`` -> [B*P, C] (image-major rows)."""
+    """[B, C, H, W] features at flat spatial ``indices`` -> [B*P, C] (image-major rows).
+
+    Indexes the [B, C, HW] view (then transposes the small result), so the gradient that flows
+    back into the network has the feature's own layout. Indexing a transposed [B, HW, C] view
+    instead (version 2) gives a gradient with channels-last strides, and torch 2.14's CPU
+    instance-norm backward returns wrong input gradients for such a gradient at batch 1: the
+    res-tap PatchNCE terms trained with wrong generator gradients (``tests/test_precision.py``).
+    """
     b, c = feature.shape[:2]
-    flat = feature.flatten(2).transpose(1, 2)  # [B, HW, C]
-    return flat[:, indices.to(feature.device), :].reshape(b * len(indices), c)
+    picked = feature.flatten(2)[:, :, indices.to(feature.device)]  # [B, C, P]
+    return picked.transpose(1, 2).reshape(b * len(indices), c)
 
 
 class PatchHeads(nn.Module):
@@ -206,7 +213,8 @@ class PatchHeads(nn.Module):
 class CUT(UnpairedGAN):
     name = "cut"
     # 2: the reference's taps (down convs pre-norm, res5), anti-aliased networks, xavier init
-    VERSION: ClassVar[str] = "2"
+    # 3: correct generator gradients of the res-tap PatchNCE terms (gather_patches' layout)
+    VERSION: ClassVar[str] = "3"
     config_class: ClassVar[type] = CUTConfig
 
     @classmethod
