@@ -249,6 +249,7 @@ class CUT(UnpairedGAN):
         self.D = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm, antialias=c.antialias).to(self.device)
         self.F = PatchHeads(self._tap_channels(), c.netF_nc).to(self.device)
         self.init_networks(torch.Generator().manual_seed(0))
+        self.init_precision()
         betas = (c.beta1, c.beta2)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=c.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=c.lr, betas=betas)
@@ -289,8 +290,9 @@ class CUT(UnpairedGAN):
 
     # --- losses -----------------------------------------------------------------------------
     def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder taps of ``x``; the padded-input tap is cropped back to the image."""
-        feats = self.G.encode(x, self.nce_layers)
+        """Encoder taps of ``x`` (in the run's precision); the padded-input tap is cropped back to the image."""
+        with self.autocast():
+            feats = self.G.encode(self.as_input(x), self.nce_layers)
         out = []
         for name, f in zip(self.nce_layers, feats, strict=True):
             if name == "pad":
@@ -317,9 +319,10 @@ class CUT(UnpairedGAN):
         total = torch.zeros((), device=src.device)
         for name, q, k in zip(self.nce_layers, feat_q, feat_k, strict=True):
             ids = location_indices(locations, (int(k.shape[-2]), int(k.shape[-1])))
+            # the heads and the loss run in float32: only the encoder's convolutions are worth bf16
             with torch.no_grad():
-                k_emb = self.F(name, gather_patches(k, ids))
-            q_emb = self.F(name, gather_patches(q, ids))
+                k_emb = self.F(name, gather_patches(k, ids).float())
+            q_emb = self.F(name, gather_patches(q, ids).float())
             total = total + patch_nce_loss(q_emb, k_emb, src.shape[0], c.nce_T).mean() * c.lambda_NCE
         return total / len(self.nce_layers)
 
@@ -336,32 +339,32 @@ class CUT(UnpairedGAN):
         real = torch.cat([real_A, real_B]) if c.nce_idt else real_A
         if flipped:
             real = real.flip(-1)
-        fake = self.G(real)
+        fake = self.net(self.G, real)
         fake_B = fake[:bs]
 
         losses: dict[str, torch.Tensor] = {}
         # discriminator
         set_requires_grad([self.D], True)
         self.opt_D.zero_grad(set_to_none=True)
-        losses["D_fake"] = lsgan_loss(self.D(fake_B.detach()), False)
-        losses["D_real"] = lsgan_loss(self.D(real_B), True)
-        (0.5 * (losses["D_fake"] + losses["D_real"])).backward()
-        self.opt_D.step()
+        losses["D_fake"] = lsgan_loss(self.net(self.D, fake_B.detach()), False)
+        losses["D_real"] = lsgan_loss(self.net(self.D, real_B), True)
+        self.backward(0.5 * (losses["D_fake"] + losses["D_real"]))
+        self.step(self.opt_D)
 
         # generator and heads
         set_requires_grad([self.D], False)
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
-        losses["G_GAN"] = lsgan_loss(self.D(fake_B), True) * c.lambda_GAN
+        losses["G_GAN"] = lsgan_loss(self.net(self.D, fake_B), True) * c.lambda_GAN
         losses["NCE"] = self.nce_loss(real_A, fake_B, flipped)
         if c.nce_idt:
             losses["NCE_Y"] = self.nce_loss(real_B, fake[bs:], flipped)  # identity: G(photo) vs photo
             nce = 0.5 * (losses["NCE"] + losses["NCE_Y"])
         else:
             nce = losses["NCE"]
-        (losses["G_GAN"] + nce).backward()
-        self.opt_G.step()
-        self.opt_F.step()
+        self.backward(losses["G_GAN"] + nce)
+        self.step(self.opt_G, self.opt_F)
+        self.scaler.update()  # once per iteration, after every optimiser stepped (torch's rule)
         set_requires_grad([self.D], True)
         return {k: v.detach() for k, v in losses.items()}
 
@@ -369,6 +372,7 @@ class CUT(UnpairedGAN):
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {k: net.state_dict() for k, net in self.networks().items()}
         state.update(opt_G=self.opt_G.state_dict(), opt_D=self.opt_D.state_dict(), opt_F=self.opt_F.state_dict())
+        state.update(self.precision_state())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -377,6 +381,7 @@ class CUT(UnpairedGAN):
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.opt_F.load_state_dict(state["opt_F"])
+        self.load_precision_state(state)
 
     # --- inference ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -386,7 +391,7 @@ class CUT(UnpairedGAN):
         self.G.eval()
         try:
             x, (h, w) = pad_to_multiple(images.to(self.device, torch.float32), 4)
-            out = self.G(x)[..., :h, :w]
+            out = self.net(self.G, x)[..., :h, :w]
         finally:
             self.G.train(was_training)
         return out.to(images.device)

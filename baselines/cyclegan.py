@@ -18,12 +18,21 @@ Subclass hooks (used by methods/ours.py): ``extra_generator_losses`` adds weight
 generator objective; ``prepare_extra`` runs after the training images are loaded (they are in
 ``self.paintings`` / ``self.photos`` as uint8 [N, 3, load, load] tensors); ``config_class``
 and ``default_config`` can be extended with extra fields.
+
+Mixed precision (``precision``, ``channels_last``; shared by every GAN here through
+``UnpairedGAN``): only the networks run in the low-precision type, under ``torch.autocast``;
+their outputs are cast back to float32 (``UnpairedGAN.net``), so every loss, the image pool and
+the optimiser state stay float32. fp32 without channels_last (the default) computes bit for bit
+what it computed before the settings existed; channels_last swaps torch's instance norm for
+``networks.LayoutSafeInstanceNorm`` (torch's is wrong in that layout at batch 1). The
+measurements that keep fp32 the default are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import abc
 import itertools
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +51,7 @@ from baselines.networks import (
     lsgan_loss,
     pad_to_multiple,
     set_requires_grad,
+    use_layout_safe_norms_,
 )
 from benchmark.data import load_images
 from benchmark.errors import ArtshiftError
@@ -72,6 +82,11 @@ class UnpairedTrainingConfig:
     n_epochs_decay: int = 100  # epochs of linear decay
     epoch_size: int | None = None  # iterations per epoch; None: max(#paintings, #photos) // batch_size
     checkpoint_every: int = 1000
+    # Execution settings (part of the run id like every field: bf16 changes the numbers).
+    # precision: dtype of the networks' forward passes under autocast; fp32 = autocast off.
+    # fp16 adds loss scaling (a GradScaler, checkpointed); on a CPU it has no fast kernels.
+    precision: str = "fp32"
+    channels_last: bool = False  # NHWC memory format for networks and inputs (faster convs on some hardware)
 
     RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "load_size": (8, None), "crop_size": (8, None), "ngf": (1, None), "n_blocks": (0, None), "ndf": (1, None),
@@ -85,7 +100,14 @@ class UnpairedTrainingConfig:
             problems.append(f"crop_size={self.crop_size} is larger than load_size={self.load_size}")
         if self.n_epochs + self.n_epochs_decay < 1:
             problems.append("n_epochs + n_epochs_decay must be at least 1 (nothing would be trained)")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision={self.precision!r} is not one of {', '.join(PRECISIONS)} "
+                            "(bf16 is the CPU's fast low-precision type)")
         return problems
+
+
+# autocast dtype per ``precision`` setting (fp32: autocast disabled)
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -125,9 +147,64 @@ class UnpairedGAN(IterativeMethod):
     """
 
     _sizes: tuple[int, int] | None = None
+    paintings: torch.Tensor | None = None  # uint8 [N, 3, load, load], set by prepare()
+    photos: torch.Tensor | None = None
+    scaler: torch.amp.GradScaler
 
     @abc.abstractmethod
     def init_networks(self, generator: torch.Generator) -> None: ...
+
+    @abc.abstractmethod
+    def networks(self) -> dict[str, torch.nn.Module]: ...
+
+    # --- precision --------------------------------------------------------------------------
+    def init_precision(self) -> None:
+        """Call once the networks exist, before the optimisers: memory format and loss scaler.
+
+        The scaler is built for every precision but is enabled only for fp16 (bf16 has fp32's
+        exponent range and needs no scaling); disabled, its calls are plain ``backward`` / ``step``.
+        """
+        c = self.config
+        if c.precision not in PRECISIONS:
+            raise ArtshiftError(f"{self.name}: precision={c.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if c.channels_last:
+            for net in self.networks().values():
+                use_layout_safe_norms_(net)  # torch's instance norm mis-handles this layout (networks.py)
+                net.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.precision == "fp16")
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        c = self.config
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[c.precision],
+                              enabled=c.precision != "fp32")
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the networks' memory format (unchanged unless ``channels_last``)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def net(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` in the run's precision and memory format, returned as float32.
+
+        Why cast back at once: every loss and everything stored (pool, bank queries) then sees
+        float32, and only the convolutions, where the time goes, run in bf16/fp16.
+        """
+        with self.autocast():
+            return module(self.as_input(x)).float()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self, *optimizers: torch.optim.Optimizer) -> None:
+        for opt in optimizers:
+            self.scaler.step(opt)
+
+    def precision_state(self) -> dict[str, Any]:
+        """The loss scaler's state for a checkpoint (empty unless fp16: fp32 checkpoints are as before)."""
+        return {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+
+    def load_precision_state(self, state: dict[str, Any]) -> None:
+        if self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
 
     def setup(self, data: TrainData, run: RunContext) -> None:
         self._sizes = (len(data.paintings), len(data.photos))
@@ -151,6 +228,9 @@ class UnpairedGAN(IterativeMethod):
         return c.lr * (1.0 - max(0, epoch + 1 - c.n_epochs) / float(c.n_epochs_decay + 1))
 
     def prepare(self, data: TrainData, run: RunContext) -> None:
+        if self.config.precision == "fp16" and self.device.type == "cpu":
+            run.log.warning("%s: precision=fp16 on a CPU runs without fast kernels (about 20-30x slower than fp32 "
+                            "in docs/benchmarks.md); bf16 is the CPU's low-precision type", self.name)
         self.paintings = self._load(data.paintings, data.skip_bad_images, "paintings", run)
         self.photos = self._load(data.photos, data.skip_bad_images, "photos", run)
         run.log.info("%s: %d paintings, %d photos at %d px", self.name, len(self.paintings), len(self.photos),
@@ -228,6 +308,7 @@ class CycleGAN(UnpairedGAN):
         self.D_A = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
         self.D_B = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm).to(self.device)
         self.init_networks(torch.Generator().manual_seed(0))
+        self.init_precision()
         betas = (c.beta1, c.beta2)
         self.opt_G = torch.optim.Adam(itertools.chain(self.G_A.parameters(), self.G_B.parameters()), lr=c.lr, betas=betas)
         self.opt_D = torch.optim.Adam(itertools.chain(self.D_A.parameters(), self.D_B.parameters()), lr=c.lr, betas=betas)
@@ -260,22 +341,22 @@ class CycleGAN(UnpairedGAN):
         for net in self.networks().values():
             net.train()
 
-        fake_B = self.G_A(real_A)
-        rec_A = self.G_B(fake_B)
-        fake_A = self.G_B(real_B)
-        rec_B = self.G_A(fake_A)
+        fake_B = self.net(self.G_A, real_A)
+        rec_A = self.net(self.G_B, fake_B)
+        fake_A = self.net(self.G_B, real_B)
+        rec_B = self.net(self.G_A, fake_A)
 
         # generators, with the discriminators frozen
         set_requires_grad([self.D_A, self.D_B], False)
         self.opt_G.zero_grad(set_to_none=True)
         losses: dict[str, torch.Tensor] = {}
-        losses["G_A"] = lsgan_loss(self.D_A(fake_B), True)
-        losses["G_B"] = lsgan_loss(self.D_B(fake_A), True)
+        losses["G_A"] = lsgan_loss(self.net(self.D_A, fake_B), True)
+        losses["G_B"] = lsgan_loss(self.net(self.D_B, fake_A), True)
         losses["cycle_A"] = F.l1_loss(rec_A, real_A) * c.lambda_A
         losses["cycle_B"] = F.l1_loss(rec_B, real_B) * c.lambda_B
         if c.lambda_identity > 0:
-            losses["idt_A"] = F.l1_loss(self.G_A(real_B), real_B) * c.lambda_B * c.lambda_identity
-            losses["idt_B"] = F.l1_loss(self.G_B(real_A), real_A) * c.lambda_A * c.lambda_identity
+            losses["idt_A"] = F.l1_loss(self.net(self.G_A, real_B), real_B) * c.lambda_B * c.lambda_identity
+            losses["idt_B"] = F.l1_loss(self.net(self.G_B, real_A), real_A) * c.lambda_A * c.lambda_identity
         else:
             losses["idt_A"] = losses["idt_B"] = torch.zeros((), device=real_A.device)
         extra = self.extra_generator_losses(real_A, fake_B)
@@ -283,22 +364,22 @@ class CycleGAN(UnpairedGAN):
         if overlap:
             raise RuntimeError(f"extra_generator_losses reuses loss names {sorted(overlap)}")
         losses.update(extra)
-        torch.stack([v.reshape(()) for v in losses.values()]).sum().backward()
-        self.opt_G.step()
+        self.backward(torch.stack([v.reshape(()) for v in losses.values()]).sum())
+        self.step(self.opt_G)
 
         # discriminators, on real images and on generated ones from the history pools
         set_requires_grad([self.D_A, self.D_B], True)
         self.opt_D.zero_grad(set_to_none=True)
         losses["D_A"] = self._discriminator_loss(self.D_A, real_B, self.fake_B_pool.query(fake_B.detach()))
-        losses["D_A"].backward()
+        self.backward(losses["D_A"])
         losses["D_B"] = self._discriminator_loss(self.D_B, real_A, self.fake_A_pool.query(fake_A.detach()))
-        losses["D_B"].backward()
-        self.opt_D.step()
+        self.backward(losses["D_B"])
+        self.step(self.opt_D)
+        self.scaler.update()  # once per iteration, after every optimiser stepped (torch's rule)
         return {k: v.detach() for k, v in losses.items()}
 
-    @staticmethod
-    def _discriminator_loss(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (lsgan_loss(net(real), True) + lsgan_loss(net(fake), False))
+    def _discriminator_loss(self, net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (lsgan_loss(self.net(net, real), True) + lsgan_loss(self.net(net, fake), False))
 
     # --- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -307,6 +388,7 @@ class CycleGAN(UnpairedGAN):
         state["opt_D"] = self.opt_D.state_dict()
         state["fake_A_pool"] = self.fake_A_pool.state_dict()
         state["fake_B_pool"] = self.fake_B_pool.state_dict()
+        state.update(self.precision_state())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -316,6 +398,7 @@ class CycleGAN(UnpairedGAN):
         self.opt_D.load_state_dict(state["opt_D"])
         self.fake_A_pool.load_state_dict(state["fake_A_pool"], self.device)
         self.fake_B_pool.load_state_dict(state["fake_B_pool"], self.device)
+        self.load_precision_state(state)
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -325,7 +408,7 @@ class CycleGAN(UnpairedGAN):
         self.G_A.eval()
         try:
             x, (h, w) = pad_to_multiple(images.to(self.device, torch.float32), 4)
-            out = self.G_A(x)[..., :h, :w]
+            out = self.net(self.G_A, x)[..., :h, :w]
         finally:
             self.G_A.train(was_training)
         return out.to(images.device)
