@@ -23,11 +23,11 @@ counts), never in the method; ``content_loss="mean"``, ``pooling="max"`` and ``n
 the earlier variants, kept as settings. docs/methods/gatys.md lists every remaining difference.
 
 ``translate`` runs one L-BFGS optimisation per image (never one line search over a batch, which
-would couple the images through the shared step length), initialised from the painting. With
-``image_size`` set (the smoke profile: 128 px) the optimisation runs on the painting resized to
-that shorter side and the result is upsampled (bilinear) back to the painting's own size, so the
-output keeps the input's resolution but not its finest detail; ``image_size=0`` optimises at
-full size.
+would couple the images through the shared step length), initialised from the painting. It
+optimises at the size it is given: at ci and smoke the harness resizes every painting to the
+profile's translate size (``benchmark.resolution``: 32 / 64 px) for every method and resizes the
+result back, so Gatys is not favoured or penalised by its own resolution. ``image_size`` (0: off)
+optimises at a smaller shorter side still and upsamples (bilinear) the result to the size given.
 
 Weights: ImageNet VGG-19 (torchvision's file, resolved and sha256-checked through
 ``benchmark.weights``; the network itself lives in ``benchmark.vgg``). A random-init VGG is used
@@ -241,13 +241,14 @@ class Gatys(Method):
     def default_config(cls, profile: str) -> GatysConfig:
         check_profile(profile)
         if profile == "ci":
-            return GatysConfig(steps=5, image_size=32, index_size=32, max_style_photos=16, weights="auto",
+            return GatysConfig(steps=5, index_size=32, max_style_photos=16, weights="auto",
                                normalise_photos=4, normalise_size=32)
         if profile == "smoke":
-            # 10 Cezanne test paintings at 256 px in a few minutes on 2 idle cores: 40 evaluations
-            # at 128 px (~15 s per painting; upsampled back to its size); the mean activations over
-            # 16 photos at 128 px (~10 s); with style_policy=nearest, 800 photos indexed at 64 px (~20 s).
-            return GatysConfig(steps=40, image_size=128, index_size=64, max_style_photos=800, weights="auto",
+            # the harness hands every method the painting at the profile's translate size (64 px,
+            # benchmark.resolution) and resizes the result back, so Gatys optimises at 64 px like
+            # the GANs' crops: 40 evaluations per painting; the mean activations over 16 photos at
+            # 128 px (~10 s); with style_policy=nearest, 800 photos indexed at 64 px (~20 s).
+            return GatysConfig(steps=40, index_size=64, max_style_photos=800, weights="auto",
                                normalise_photos=16, normalise_size=128)
         if profile == "quick":
             return GatysConfig(steps=200, image_size=256)

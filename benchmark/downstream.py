@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from benchmark import data, paths, registry
+from benchmark import data, paths, registry, resolution
 from benchmark.errors import ArtshiftError
 from benchmark.metrics import display_name
 from benchmark.metrics.intervals import McNemar, Proportion, mcnemar_exact, wilson
@@ -420,6 +420,10 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
     translated: list[tuple[Any, list[Path]]] = []
     for run in runs:
         translated.append((run, run.translations(domain)))
+    # the photo test set and the paintings themselves at the runs' translate size, like their translations
+    side = resolution.common_side([(f"{r.method} ({r.run_id})", r.spec.translate_side) for r in runs],
+                                  resolution.side_for(profile))
+    resized = home / "cache" / "resized"
 
     say = log_fn or (lambda _m: None)
     clf: AnyClassifier
@@ -435,9 +439,10 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
         clf = get_classifier(domain, cfg, home, device=device, progress=progress)
     say(f"classifier {clf.title}: {'cached' if clf.cached else f'trained in {clf.train_s:.1f}s'} ({clf.id})")
     photos = list(domain.photos_test)
-    photo = score("photo test", clf.predict(photos), np.array([index[domain.labels[p]] for p in photos]),
-                  domain.classes)
-    original = score("paintings (original)", clf.predict(paintings), truth, domain.classes)
+    photo = score("photo test", clf.predict(resolution.reference_copies(photos, side, resized)),
+                  np.array([index[domain.labels[p]] for p in photos]), domain.classes)
+    original = score("paintings (original)", clf.predict(resolution.reference_copies(paintings, side, resized)),
+                     truth, domain.classes)
     comparisons = []
     original_run = None
     for run, outputs in translated:

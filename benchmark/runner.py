@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark import data, paths, registry
+from benchmark import data, paths, registry, resolution
 from benchmark.atomic import atomic_path, write_atomic
 from benchmark.errors import ArtshiftError
 from benchmark.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor
@@ -101,25 +101,11 @@ def image_seed(seed: int, path: Path) -> int:
     return int.from_bytes(h.digest()[:8], "big") % 2**63
 
 
-# Paintings whose longer side exceeds this are translated downscaled (bicubic) and the result is
-# resized back: a full-size 6000 px scan would otherwise need tens of GB in a ResNet generator
-# (or hours of Gatys). The CycleGAN releases are 256 px; PACS is 227 px. Recorded in spec.json.
-MAX_TRANSLATE_SIDE = 1024
-
-
-def translate_size(width: int, height: int, max_side: int | None = None) -> tuple[int, int]:
-    """The size a painting is translated at: its own, or scaled so its longer side is ``max_side``."""
-    max_side = MAX_TRANSLATE_SIDE if max_side is None else max_side
-    longer = max(width, height)
-    if longer <= max_side:
-        return width, height
-    return max(1, round(width * max_side / longer)), max(1, round(height * max_side / longer))
-
-
 def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, seed: int, skip_bad: bool,
-                  progress: bool = True) -> list[Path]:
-    """Translate each ``(file, relative name)`` at its own resolution (up to ``MAX_TRANSLATE_SIDE``)
-    into ``out_dir``, each output the size of its source (existing outputs kept)."""
+                  progress: bool = True, side: int | None = None) -> list[Path]:
+    """Translate each ``(file, relative name)`` at the translate size (``benchmark.resolution``:
+    shorter side ``side``, None for its own, up to ``MAX_TRANSLATE_SIDE``) into ``out_dir``, each
+    output resized back to the size of its source (existing outputs kept)."""
     from tqdm.auto import tqdm
 
     names = [rel for _, rel in sources]
@@ -139,10 +125,10 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
                 skipped.append(src)
                 continue
             seed_everything(image_seed(seed, src))
-            work = translate_size(img.width, img.height)
-            if work != img.size:
+            work = resolution.work_size(img.width, img.height, side)
+            if work != resolution.work_size(img.width, img.height, side, max_side=2**31):  # the limit applied
                 downscaled.append(f"{rel} ({img.width}x{img.height} -> {work[0]}x{work[1]})")
-            x = img if work == img.size else img.resize(work, Image.Resampling.BICUBIC)
+            x = img if work == img.size else img.resize(work, resolution.RESAMPLE)
             out = method.translate(to_tensor(x).to(method.device))  # methods pick their own autograd mode
             if out.shape != (1, 3, x.height, x.width):
                 raise RuntimeError(f"{method.name}.translate returned shape {tuple(out.shape)} for a "
@@ -152,7 +138,7 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
                                     hint="the model diverged: re-run with --force, another seed or a lower lr")
             result = to_image(out)
             if result.size != img.size:  # back to the painting's own size: every output matches its source
-                result = result.resize(img.size, Image.Resampling.BICUBIC)
+                result = result.resize(img.size, resolution.RESAMPLE)
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_png_atomic(result, dst)
         outputs.append(dst)
@@ -161,7 +147,7 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
     if downscaled:
         log.warning("%d paintings are larger than the maximum translate size (longer side %d px): downscaled "
                     "(bicubic), translated, and the translation resized back to the painting's size: %s",
-                    len(downscaled), MAX_TRANSLATE_SIDE, ", ".join(downscaled))
+                    len(downscaled), resolution.MAX_TRANSLATE_SIDE, ", ".join(downscaled))
     return outputs
 
 
@@ -175,13 +161,15 @@ def run_dir_for(home: Path, spec: RunSpec) -> Path:
 
 def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors: tuple[str, ...] | list[str],
              weights: str, metrics: list[str] | None, skip_bad: bool, progress: bool,
-             device: str) -> tuple[list[MetricRow], list[Path]]:
-    """Every applicable metric row of ``outputs`` against the domain's photo test set (nothing written)."""
+             device: str, side: int | None) -> tuple[list[MetricRow], list[Path]]:
+    """Every applicable metric row of ``outputs`` against the domain's photo test set, resized down
+    and up to the translate ``side`` as the outputs were (nothing written)."""
     rows: list[MetricRow] = []
     skipped: list[Path] = []
+    photos = resolution.reference_copies(domain.photos_test, side, home / "cache" / "resized", skip_bad=skip_bad)
     for name in extractors:
         extractor = make_extractor(weights, calibration_photos(domain), home, device=device, name=name)
-        ev = evaluate_paths(outputs, domain.photos_test, extractor, home / "cache" / "stats", skip_bad=skip_bad,
+        ev = evaluate_paths(outputs, photos, extractor, home / "cache" / "stats", skip_bad=skip_bad,
                             progress=progress, metrics=metrics)
         rows += ev.rows
         skipped += [p for p in ev.skipped if p not in skipped]
@@ -228,7 +216,7 @@ def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict
     config = apply_overrides(cls.default_config(profile), overrides)
     coerced = {k: getattr(config, k) for k in overrides}
     spec = RunSpec.make(method, artist, profile, seed, coerced, data_fingerprint, config=config,
-                        method_version=str(cls.VERSION))
+                        method_version=str(cls.VERSION), translate_side=resolution.side_for(profile))
     return cls, config, spec
 
 
@@ -276,7 +264,8 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                 if extractor.id not in ids:
                     outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
                     rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
-                                       weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device)
+                                       weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device,
+                                       side=spec.translate_side)
                     store.add_metrics(spec.run_id, rows)
                     _write_metrics_json(run_dir, store, spec.run_id)
             return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
@@ -290,7 +279,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         (run_dir / "spec.json").write_text(json.dumps(
             {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
              "data_root": str(root), "layout": domain.layout,
-             "translate": {"max_side": MAX_TRANSLATE_SIDE, "larger": "downscaled, translated, resized back"}},
+             "translate": resolution.describe(spec.translate_side)},
             indent=2, default=str))
         (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's failure no longer holds
         if store is not None:
@@ -311,13 +300,14 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             timings["fit_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress)
+            outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress,
+                                    side=spec.translate_side)
             timings["translate_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
             rows, skipped = _measure(outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
                                      weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
-                                     progress=progress, device=device)
+                                     progress=progress, device=device, side=spec.translate_side)
             timings["evaluate_s"] = time.perf_counter() - t
             # the rows and the 'done' status in one transaction; a method's own network weights
             # (Gatys' VGG-19) label the row when not the standard ones
@@ -460,7 +450,7 @@ def translate_run(run: FinishedRun, images: Path, out_dir: Path, *, home: Path |
         raise ArtshiftError(f"--out {out_dir} is the input folder", hint="write translations to another folder")
     model, _ = load_trained(run, home, data_root=data_root, device=device, progress=progress)
     sources = [(p, p.relative_to(images).as_posix()) for p in files]
-    return translate_all(model, sources, out_dir, run.seed, skip_bad, progress)
+    return translate_all(model, sources, out_dir, run.seed, skip_bad, progress, side=run.spec.translate_side)
 
 
 def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: str | None = None,
@@ -482,7 +472,7 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
     t = time.perf_counter()
     rows, skipped = _measure([o for o in outputs if o.exists()], domain, home, extractors=extractors,
                              weights=weights or default_weights(run.profile), metrics=metrics, skip_bad=skip_bad,
-                             progress=progress, device=device)
+                             progress=progress, device=device, side=run.spec.translate_side)
     store.add_metrics(run.run_id, rows)
     _write_metrics_json(run.run_dir, store, run.run_id)
     measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
@@ -517,7 +507,7 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     try:
         t = time.perf_counter()
         rows, skipped = _measure(fakes, domain, home, extractors=extractors, weights=weights, metrics=metrics,
-                                 skip_bad=skip_bad, progress=progress, device=device)
+                                 skip_bad=skip_bad, progress=progress, device=device, side=None)
         timings = {"evaluate_s": time.perf_counter() - t}
         store.finish_run(spec.run_id, "done", timings, rows=rows)
     except BaseException as exc:

@@ -27,7 +27,9 @@ after a new run, only embeds what is new.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import data, paths, registry
+from benchmark import data, paths, registry, resolution
 from benchmark.errors import ArtshiftError
 from benchmark.metrics import cka as cka_mod
 from benchmark.metrics import display_name
@@ -300,6 +302,18 @@ def standardise(a: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
 
 # --- choosing the sets ---------------------------------------------------------------------------
 
+def translate_side(store: Store, sets: Sequence[ImageSet], profile: str) -> int | None:
+    """The translate size the sets were made at (``benchmark.resolution``), which the photo halves
+    then get too; sets made at different sizes are refused."""
+    made_at = []
+    for s in sets:
+        if s.run_id is not None:
+            row = store.run(s.run_id)
+            spec = json.loads(row["spec_json"]) if row and row["spec_json"] else {}
+            made_at.append((f"{s.label} ({s.run_id})", spec.get("translate_side")))
+    return resolution.common_side(made_at, resolution.side_for(profile))
+
+
 def _translations(run: Any, domain: data.Domain) -> list[Path]:
     return run.translations(domain)
 
@@ -516,7 +530,12 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
     wanted = parse_layers(layers)
     domain = data.ensure_domain(artist, paths.data_root(data_root), home, progress=progress)
     sets = choose_sets(store, domain, artist, profile, seed, runs)  # every bad run is an error before any work
-    photos_a, photos_b = photo_halves(domain.photos_test, limit=max_photos)
+    side = translate_side(store, sets, profile)
+    resized = home / "cache" / "resized"
+    photos_a, photos_b = (resolution.reference_copies(half, side, resized)
+                          for half in photo_halves(domain.photos_test, limit=max_photos))
+    if sets[0].run_id is None:  # the paintings themselves stand for "original": the same down-up resize
+        sets[0] = dataclasses.replace(sets[0], paths=resolution.reference_copies(sets[0].paths, side, resized))
     extractors = {net: make_extractor(weights or default_weights(profile), calibration_photos(domain), home,
                                       device=device, name=net) for net in wanted}
     result = compute_shift(extractors, wanted, photos_a, photos_b, sets, home / "cache" / "shift",

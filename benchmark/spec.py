@@ -11,7 +11,10 @@ Version 2 (today's) hashes what decides the result rather than how it was typed:
 - ``method_version``: the method class's ``VERSION``, bumped when its code changes results;
 - ``data_fingerprint``: every data file's bytes, path relative to its split folder and split
   membership (``benchmark.data.split_fingerprint``), so moving a file from train to test is a
-  new run.
+  new run;
+- ``translate_side``: the profile's translate size (``benchmark.resolution``), present only when
+  set (ci, smoke), so quick/paper ids did not change when the policy came, and smoke runs
+  made before it (native size) are never reused for it.
 Version 1 specs (method, artist, profile, seed, text overrides, data fingerprint) stay
 readable and keep their ids, but a v2 spec never resolves to a v1 run.
 """
@@ -49,19 +52,23 @@ class RunSpec:
     spec_version: int = field(default=SPEC_VERSION)
     config_hash: str = ""
     method_version: str = ""
+    translate_side: int | None = None
 
     @staticmethod
     def make(method: str, artist: str, profile: str, seed: int, overrides: dict[str, Any],
-             data_fingerprint: str, *, config: Any = None, method_version: str = "") -> RunSpec:
+             data_fingerprint: str, *, config: Any = None, method_version: str = "",
+             translate_side: int | None = None) -> RunSpec:
         """A v2 spec; ``overrides`` are the coerced values (``config``'s fields), stored as canonical JSON."""
         coerced = tuple(sorted((k, canonical(v)) for k, v in overrides.items()))
         return RunSpec(method, artist, profile, seed, coerced, data_fingerprint, SPEC_VERSION,
-                       config_hash(config) if config is not None else "", method_version)
+                       config_hash(config) if config is not None else "", method_version, translate_side)
 
     def as_dict(self) -> dict[str, Any]:
         raw = dataclasses.asdict(self)
         if self.spec_version == 1:
             return {k: raw[k] for k in _V1_FIELDS}
+        if raw["translate_side"] is None:  # native size: the id it had before the field existed
+            del raw["translate_side"]
         return raw
 
     def canonical_json(self) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import registry
+from benchmark import registry, resolution
 from benchmark.data import ARTISTS
 from benchmark.errors import ArtshiftError, did_you_mean
 from benchmark.metrics import arrow
@@ -100,6 +100,11 @@ def tags_of(method: str, profile: str, kind: str, spec_json: Any, run_dir: Any) 
     version = spec.get("method_version") if isinstance(spec, dict) else None
     if version and str(version) != str(cls.VERSION):
         tags.append(f"{method} v{version}, now v{cls.VERSION}")
+    side = resolution.side_for(profile)
+    if isinstance(spec, dict) and spec.get("translate_side") != side:  # measured under another translate size
+        had = spec.get("translate_side")
+        tags.append(f"translated at {'native size' if had is None else f'{had} px'}, now "
+                    f"{'native size' if side is None else f'{side} px'}")
     return "; ".join(tags)
 
 

@@ -77,6 +77,12 @@ def toy(tmp_path, home) -> tuple[Path, data.Domain]:
     return root, data.ensure_domain(TOY, root, home, allow_download=False)
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def fake_run(store: Store, home: Path, root: Path, domain: data.Domain, method: str,
              colour_of=None) -> str:
     """A finished run record whose translations paint each test painting in ``colour_of(cls, i)``."""
@@ -158,6 +164,9 @@ def test_toy_classifier_scores_mcnemar_and_rows(toy, home):
     truth_right = np.array([int(p.name[4:7]) % 2 == 0 for p in domain.paintings_test])
     assert res.original.n == 15 and res.original_run == original
     np.testing.assert_array_equal(res.original.correct, truth_right)
+    # photo test and paintings were scored at the runs' translate size (ci: 32 px), like the translations
+    resized = list((home / "cache" / "resized").glob("side32-*/*.png"))
+    assert len(resized) == len(set(map(_sha, list(domain.photos_test) + list(domain.paintings_test))))
     [c] = res.runs
     assert c.run_id == cyclegan and c.method == "cyclegan" and c.score.correct.all()
     only_trans = int((~truth_right).sum())

@@ -254,9 +254,9 @@ def test_a_painting_above_the_maximum_translate_size_is_downscaled_and_resized_b
     from PIL import Image
 
     from baselines.original import Original
-    from benchmark import runner
+    from benchmark import resolution, runner
 
-    monkeypatch.setattr(runner, "MAX_TRANSLATE_SIDE", 16)
+    monkeypatch.setattr(resolution, "MAX_TRANSLATE_SIDE", 16)
     rng = np.random.default_rng(0)
     big, small = tmp_path / "big.png", tmp_path / "small.png"
     Image.fromarray(rng.integers(0, 256, (20, 40, 3), dtype=np.uint8)).save(big)
@@ -271,4 +271,5 @@ def test_a_painting_above_the_maximum_translate_size_is_downscaled_and_resized_b
     assert got_big.shape == (20, 40, 3) and np.array_equal(got_big, np.asarray(want))
     assert np.array_equal(got_small, np.asarray(Image.open(small).convert("RGB")))  # under the limit: as is
     assert "big.png (40x20 -> 16x8)" in caplog.text and "small.png" not in caplog.text
-    assert runner.translate_size(4000, 3000, 1024) == (1024, 768) and runner.translate_size(256, 256, 1024) == (256, 256)
+    assert resolution.work_size(4000, 3000, max_side=1024) == (1024, 768)
+    assert resolution.work_size(256, 256, max_side=1024) == (256, 256)

@@ -24,14 +24,17 @@ def _row(layer, value, metric="fid", ext=RI, tag="random-init", n_fake=10, std=N
                      f"{metric}-1", std=std)
 
 
-def _spec(overrides=(), version=2):
-    return json.dumps({"method": "m", "overrides": [list(o) for o in overrides], "spec_version": version})
+def _spec(overrides=(), version=2, profile="smoke"):
+    from benchmark.resolution import side_for
+
+    return json.dumps({"method": "m", "overrides": [list(o) for o in overrides], "spec_version": version,
+                       "translate_side": side_for(profile)})
 
 
 def _add(store, rid, method, artist, rows, seed=0, profile="smoke", status="done", fp="fpA", overrides=(),
          version=2, weights=None):
     store.start_run(rid, kind="run", method=method, artist=artist, profile=profile, seed=seed,
-                    spec_json=_spec(overrides, version), run_dir=None, data_fingerprint=fp)
+                    spec_json=_spec(overrides, version, profile), run_dir=None, data_fingerprint=fp)
     store.add_metrics(rid, rows)
     store.finish_run(rid, status, {"fit_s": 1.0}, method_weights=weights)
 
@@ -372,10 +375,10 @@ def test_row_notes_come_from_the_config_the_run_used_and_name_older_method_versi
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "spec.json").write_text(json.dumps({"config": {"style_policy": "nearest"}}))
-    now = json.dumps({"method": "gatys", "method_version": Gatys.VERSION})
+    now = json.dumps({"method": "gatys", "method_version": Gatys.VERSION, "translate_side": 64})
     assert L.tags_of("gatys", "smoke", "run", now, str(run_dir)) == "style photo nearest"
     assert L.tags_of("gatys", "smoke", "run", now, None) == "style photo random"  # no folder: today's default
-    old = json.dumps({"method": "gatys", "method_version": "1"})
+    old = json.dumps({"method": "gatys", "method_version": "1", "translate_side": 64})
     assert L.tags_of("gatys", "smoke", "run", old, str(run_dir)) == f"style photo nearest; gatys v1, now v{Gatys.VERSION}"
     assert L.tags_of("my-folder", "smoke", "eval", now, None) == ""
     assert L._row_label("gatys", "smoke", "run", None, "", "style photo nearest") == "gatys [smoke; style photo nearest]"
