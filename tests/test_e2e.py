@@ -120,17 +120,17 @@ def test_stats_export_is_pytorch_fid_compatible(shared_data, e2e_home, tmp_path)
         assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 402
 
 
-def _cyclegan_ci_run(e2e_home):
-    rows = Store(e2e_home / "results.sqlite").find_runs(method="cyclegan", artist="cezanne", profile="ci", seed=0,
-                                                        status="done")
-    assert rows, "test_run_cyclegan_and_original_then_leaderboard makes this run"
-    return rows[0]["run_id"], Path(rows[0]["run_dir"])
+def _cyclegan_ci_run(e2e_home, shared_data):
+    """The cyclegan ci run of the first test, made here when another xdist worker ran that test
+    (the module's home is per worker; a finished run is only read back)."""
+    res = run_mod.execute("cyclegan", "cezanne", profile="ci", data_root=shared_data, home=e2e_home, progress=False)
+    return res.run_id, res.run_dir
 
 
 def test_translate_with_a_finished_run_reproduces_its_translations(shared_data, e2e_home, tmp_path, monkeypatch):
     from baselines.cyclegan import CycleGAN
 
-    run_id, run_dir = _cyclegan_ci_run(e2e_home)
+    run_id, run_dir = _cyclegan_ci_run(e2e_home, shared_data)
     monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("translate must not train"))
     src = shared_data / "paintings" / "cezanne" / "test"
     out = _run("translate", "--run", run_id, "--images", str(src), "--out", str(tmp_path / "x"), "--quiet")
@@ -161,7 +161,7 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
     from benchmark import features, runner, weights
     from benchmark.data import resolve_domain
 
-    run_id, run_dir = _cyclegan_ci_run(e2e_home)
+    run_id, run_dir = _cyclegan_ci_run(e2e_home, shared_data)
     monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("eval must not train"))
     store = Store(e2e_home / "results.sqlite")
     before = {(m["metric"], m["layer"], m["extractor_id"]): m["value"] for m in store.metrics_for(run_id)}
