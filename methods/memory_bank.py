@@ -686,7 +686,8 @@ def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, trai
         # size (PQ96: ~5 min of a 10-photo bank's 5-min build). It only relabels the codes, so
         # ADC distances and every search answer are the same without it, and polysemous search
         # is never used here.
-        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+        ivfpq: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivfpq.do_polysemous_training = False
     t0 = time.perf_counter()
     if not index.is_trained:
         index.train(np.ascontiguousarray(train_vectors.numpy(), dtype=np.float32))
