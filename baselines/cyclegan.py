@@ -13,6 +13,7 @@ The learning rate is constant for ``n_epochs`` and then decays linearly per epoc
 ``n_epochs_decay`` (the reference's rule: factor 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay
 + 1) for 0-based epoch e, so the last epoch runs at 1 / (n_epochs_decay + 1) of it). The rate
 is a pure function of the iteration, so it needs no scheduler state to resume exactly.
+docs/methods/cyclegan.md lists every remaining difference from the reference and why.
 
 Subclass hooks (used by methods/ours.py): ``extra_generator_losses`` adds weighted terms to the
 generator objective; ``prepare_extra`` runs after the training images are loaded (they are in
@@ -229,8 +230,9 @@ class UnpairedGAN(IterativeMethod):
 
     def prepare(self, data: TrainData, run: RunContext) -> None:
         if self.config.precision == "fp16" and self.device.type == "cpu":
-            run.log.warning("%s: precision=fp16 on a CPU runs without fast kernels (about 20-30x slower than fp32 "
-                            "in docs/benchmarks.md); bf16 is the CPU's low-precision type", self.name)
+            run.log.warning("%s: precision=fp16 on a CPU runs without fast kernels (a smoke-size generator and "
+                            "discriminator pass took ~70x fp32's time, docs/benchmarks.md); bf16 is the CPU's "
+                            "low-precision type", self.name)
         self.paintings = self._load(data.paintings, data.skip_bad_images, "paintings", run)
         self.photos = self._load(data.photos, data.skip_bad_images, "photos", run)
         run.log.info("%s: %d paintings, %d photos at %d px", self.name, len(self.paintings), len(self.photos),
