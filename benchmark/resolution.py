@@ -20,7 +20,6 @@ new run id, and it is written to ``spec.json``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from PIL import Image
 
 from benchmark import data
 from benchmark.atomic import atomic_path
+from benchmark.download import sha256_file
 from benchmark.errors import ArtshiftError
 
 log = logging.getLogger("artshift.resolution")
@@ -91,14 +91,6 @@ def common_side(made_at: Sequence[tuple[str, int | None]], default: int | None) 
     return next(iter(sides)) if sides else default
 
 
-def _content_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:32]
-
-
 def reference_copies(paths: Sequence[Path], side: int | None, cache_dir: Path, *,
                      skip_bad: bool = False) -> list[Path]:
     """The reference images as the policy sees them: ``paths`` themselves at native size, else
@@ -114,7 +106,7 @@ def reference_copies(paths: Sequence[Path], side: int | None, cache_dir: Path, *
     folder.mkdir(parents=True, exist_ok=True)
     out, bad = [], []
     for p in paths:
-        dst = folder / f"{_content_hash(Path(p))}.png"
+        dst = folder / f"{sha256_file(Path(p))[:32]}.png"
         if not dst.is_file():
             try:
                 img = data.load_image(Path(p))

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmark import data, paths, registry, resolution
+from benchmark.download import sha256_file
 from benchmark.errors import ArtshiftError
 from benchmark.metrics import cka as cka_mod
 from benchmark.metrics import display_name
@@ -118,14 +119,6 @@ def photo_halves(photos: Sequence[Path], seed: int = SPLIT_SEED, limit: int | No
 
 # --- features, cached per image -----------------------------------------------------------------
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
-
-
 def image_features(extractor: Any, files: Sequence[Path], cache_dir: Path, layers: Sequence[str],
                    progress: bool = False) -> dict[str, np.ndarray]:
     """{layer: float64 [n, d]} for ``files``, in order; each image embedded once per extractor (all
@@ -135,7 +128,7 @@ def image_features(extractor: Any, files: Sequence[Path], cache_dir: Path, layer
     key = hashlib.sha256(f"{extractor.id}\0{extractor.resize_mode}".encode()).hexdigest()[:12]
     folder = Path(cache_dir) / f"{extractor.name}-{key}"
     all_layers = tuple(extractor.layers)
-    hashes = [_file_hash(Path(p)) for p in files]
+    hashes = [sha256_file(Path(p))[:24] for p in files]
     cached: dict[str, dict[str, np.ndarray]] = {}
     for h in set(hashes):
         f = folder / f"{h}.npz"
