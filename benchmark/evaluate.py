@@ -93,6 +93,7 @@ def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Featur
     skipped = list(getattr(fake_feats, "skipped", []))
     n_fake = next(iter(fake_feats.values())).shape[0]
     n_real = next(iter(real_stats.values())).n
+    fake_stats = {layer: Stats.from_features(fake_feats[layer]) for layer in layers}  # once, not per metric
     rows = []
     for metric in chosen:
         for layer in layers:
@@ -103,7 +104,9 @@ def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Featur
                 log.warning("reference statistics for %s carry no features: %s skipped", layer, metric.name)
                 continue
             assert metric.compute is not None  # computed_by metrics were filtered out above
-            res = metric.compute(ref, Stats.from_features(fake_feats[layer]))
+            res = metric.compute(ref, fake_stats[layer])
+            if res is None:  # e.g. k-NN metrics on fewer images than k: the metric logged why
+                continue
             rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag),
                                   res.value, ref.n, n_fake, extractor.id, extractor.resize_mode, metric.version,
                                   std=res.std, direction=metric.direction, low=res.low, high=res.high))

