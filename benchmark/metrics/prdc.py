@@ -49,7 +49,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = K) -> dict[str, float]:
     return {
         "precision": float(inside_real.any(axis=0).mean()),
         "recall": float((d < r_fake[None, :]).any(axis=1).mean()),
-        "density": float(inside_real.sum(axis=0).mean() / k),
+        "density": float((1.0 / k) * inside_real.sum(axis=0).mean()),  # the prdc package's order of operations
         "coverage": float((d.min(axis=1) < r_real).mean()),
     }
 
