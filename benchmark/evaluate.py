@@ -24,7 +24,9 @@ from benchmark.store import MetricRow
 
 log = logging.getLogger("artshift.evaluate")
 
-DEFAULT_EXTRACTORS = ("inception",)  # what `bench run` measures; `bench eval --with` adds others
+# what `bench run` measures: the FID Inception and a second real ImageNet space beside it (FD and
+# KID at EfficientNet-Lite0's head); `bench eval --with` adds others
+DEFAULT_EXTRACTORS = ("inception", "effnet-lite0")
 
 
 @dataclass
@@ -107,7 +109,8 @@ def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: Featur
             res = metric.compute(ref, fake_stats[layer])
             if res is None:  # e.g. k-NN metrics on fewer images than k: the metric logged why
                 continue
-            rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag),
+            rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag,
+                                                               by_width=getattr(extractor, "by_width", False)),
                                   res.value, ref.n, n_fake, extractor.id, extractor.resize_mode, metric.version,
                                   std=res.std, direction=metric.direction, low=res.low, high=res.high))
     return Evaluation(rows, n_real, n_fake, skipped)

