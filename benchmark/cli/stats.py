@@ -42,9 +42,11 @@ def stats_export(
                                name=network)
     stats = reference_stats(extractor, list(getattr(domain, split)), home_dir / "cache" / "stats")
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"-{extractor.display_tag}" if extractor.display_tag else ""
+    # the extractor id (weights sha or random-init hash) names the file, so statistics of two
+    # networks can never be mistaken for each other; no ':' in file names
+    tag = "-" + extractor.id.replace(":", "-")
     for layer, st in stats.items():
-        path = out_dir / f"{artist}-{split}-{layer.partition(':')[2]}{tag}.npz"  # no ':' in file names
+        path = out_dir / f"{artist}-{split}-{layer.partition(':')[2]}{tag}.npz"
         st.save_npz(path)
         out.print(escape(f"{path}  (n={st.n}, extractor {extractor.id}, resize {extractor.resize_mode})"),
                   highlight=False)
