@@ -30,8 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark import features as fx  # noqa: E402
 from benchmark.data import list_images  # noqa: E402
+from benchmark.features import inception as fx  # noqa: E402
 from benchmark.metrics.fid import Stats, frechet_distance  # noqa: E402
 
 

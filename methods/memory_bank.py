@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.atomic import write_atomic
-from benchmark.errors import ArtshiftError
+from benchmark.core.atomic import write_atomic
+from benchmark.core.errors import ArtshiftError
 
 FORMAT_VERSION = 1
 DEFAULT_SCALES = "16:6,8:5"

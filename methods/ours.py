@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_profile
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_profile
 from methods.memory_bank import BankSpec, format_scales, parse_scales
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class MemoryBankCycleGAN(CycleGAN):
         self._has_masks = False
 
     def prepare_extra(self, data: TrainData, run: RunContext) -> None:
-        from benchmark.atomic import write_atomic
+        from benchmark.core.atomic import write_atomic
         from methods.contextual import ContextualLoss
         from methods.memory_bank import ALL, LowRecallError, build_bank, recall_guard
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 
 PAINTING = "painting"
 HEIGHT = 256  # every cell's height in pixels; widths follow each image's own aspect
@@ -74,7 +74,7 @@ def newest_runs(store: Any, artist: str, profile: str) -> list[dict[str, Any]]:
 
 def resolve_runs(store: Any, artist: str, profile: str, run_ids: list[str]) -> list[Any]:
     """The runs named by id, or the newest finished run per method at ``profile``."""
-    from benchmark.runner import find_run
+    from benchmark.pipeline.runner import find_run
 
     if run_ids:
         runs = [find_run(store, run_id=r) for r in run_ids]

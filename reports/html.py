@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.errors import ArtshiftError, did_you_mean
-from benchmark.profiles import PROFILES
+from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.core.profiles import PROFILES
 from reports import leaderboard as L
 
 e = html.escape
@@ -231,7 +231,7 @@ def build_report(store: Any, out_dir: Path, *, home: Path, domain_fn: Callable[[
     metrics = pd.DataFrame(columns=["run_id", "extractor_id"]) if df.empty else df[["run_id", "extractor_id"]]
     pages: dict[str, Page] = {}
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from benchmark.store import provenance
+    from benchmark.core.store import provenance
     rev = provenance().get("git", "unknown")
     for artist in chosen:
         a_runs = runs[runs.artist == artist]

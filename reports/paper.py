@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,8 +92,8 @@ def check_artists(ref: Reference, artists: list[str] | None) -> list[str]:
 # --- what is in the store, what is missing ---------------------------------------------------
 
 def _store(home: Path | None) -> Any:
-    from benchmark import paths
-    from benchmark.store import Store
+    from benchmark.core import paths
+    from benchmark.core.store import Store
 
     return Store(paths.home(home) / "results.sqlite")
 
@@ -111,7 +111,7 @@ class Plan:
 
 
 def plan(ref: Reference, profile: str, artists: list[str], *, home: Path | None = None) -> Plan:
-    from benchmark.profiles import check_profile
+    from benchmark.core.profiles import check_profile
     from reports.leaderboard import load
 
     check_profile(profile)
@@ -141,7 +141,7 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
     Yields one line per step; a failed cell is reported and the others still run (the table then
     says why that cell is empty).
     """
-    from benchmark import runner
+    from benchmark.pipeline import runner
 
     store = _store(home)
     for method, artist in p.to_run:
@@ -278,10 +278,11 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
                    home: Path | None, data_root: Path | None, device: str = "cpu") -> dict[str, np.ndarray] | str:
     """Features of the artist's test photos at ``layers`` (from the evaluation's cache when it has them),
     or why they cannot be had with the extractor ``extractor_id``."""
-    from benchmark import data, paths
-    from benchmark.evaluate import make_extractor
-    from benchmark.features import reference_stats
-    from benchmark.runner import calibration_photos
+    from benchmark import data
+    from benchmark.core import paths
+    from benchmark.features.inception import reference_stats
+    from benchmark.pipeline.evaluate import make_extractor
+    from benchmark.pipeline.runner import calibration_photos
 
     try:
         root = paths.data_root(data_root) if data_root or not run_dir else \

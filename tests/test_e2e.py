@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmark import runner as run_mod
 from benchmark.cli import app
-from benchmark.store import Store
+from benchmark.core.store import Store
+from benchmark.pipeline import runner as run_mod
 
 pytestmark = pytest.mark.slow
 cli = CliRunner()
@@ -158,8 +158,10 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
     import hashlib
 
     from baselines.cyclegan import CycleGAN
-    from benchmark import features, runner, weights
     from benchmark.data import resolve_domain
+    from benchmark.features import inception as features
+    from benchmark.features import weights
+    from benchmark.pipeline import runner
 
     run_id, run_dir = _cyclegan_ci_run(e2e_home, shared_data)
     monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("eval must not train"))

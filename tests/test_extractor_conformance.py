@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import extractor as E
-from benchmark import features, registry
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images
-from benchmark.errors import ArtshiftError
+from benchmark.features import extractor as E
+from benchmark.features import inception as features
 
 N_CAL = 8
 

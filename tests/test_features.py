@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import features as fx
-from benchmark import weights
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import BadImageError, list_images
-from benchmark.errors import ArtshiftError
+from benchmark.features import inception as fx
+from benchmark.features import weights
 
 N_CAL = 24  # calibration photos for the shared random-init extractor (first N of photos/train)
 

@@ -19,11 +19,12 @@ from torch import nn
 from torchvision import models as tvm
 from typer.testing import CliRunner
 
-from benchmark import downstream, extractor, probe
-from benchmark import finetune as ft
+from benchmark.analyses import downstream, probe
+from benchmark.analyses import finetune as ft
 from benchmark.cli import app
-from benchmark.errors import ArtshiftError
-from benchmark.store import Store
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
+from benchmark.features import extractor
 
 cli = CliRunner()
 # 2 validations; lr for a random init (DomainBed's 5e-5 is for ImageNet weights)

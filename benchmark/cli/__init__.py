@@ -24,9 +24,9 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from benchmark import registry
 from benchmark.cli.common import err, out
-from benchmark.errors import ArtshiftError
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
 
 __all__ = ["app", "build_app", "err", "main", "out"]
 

@@ -40,8 +40,8 @@ def downstream_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train (or reuse) a photo classifier; score photos, the test paintings and every run's translations."""
-    from benchmark.downstream import evaluate
-    from benchmark.errors import ArtshiftError
+    from benchmark.analyses.downstream import evaluate
+    from benchmark.core.errors import ArtshiftError
 
     if probe and finetune:
         raise ArtshiftError("--probe and --finetune are two different classifiers (a linear probe on frozen "
@@ -52,11 +52,11 @@ def downstream_cmd(
                             hint="add --finetune, or drop --allow-cpu")
     probe_cfg = finetune_cfg = None
     if probe:
-        from benchmark.probe import ProbeConfig
+        from benchmark.analyses.probe import ProbeConfig
 
         probe_cfg = ProbeConfig(weights=weights or "pretrained")
     elif finetune:
-        from benchmark.finetune import FinetuneConfig, check_device, default_device
+        from benchmark.analyses.finetune import FinetuneConfig, check_device, default_device
 
         finetune_cfg = FinetuneConfig(weights=weights or "pretrained")
         device = device or default_device()

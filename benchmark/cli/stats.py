@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, Weights, out
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 
 stats_app = typer.Typer(no_args_is_help=True,
                         help="Reference statistics as pytorch-fid-compatible .npz files (mu, sigma).")
@@ -28,10 +28,11 @@ def stats_export(
     network: str = typer.Option("inception", "--extractor", help="a registered feature extractor"),
 ) -> None:
     """Write the (cached) statistics of one split at every layer, loadable by pytorch-fid."""
-    from benchmark import data, paths
-    from benchmark.evaluate import make_extractor
-    from benchmark.features import reference_stats
-    from benchmark.runner import calibration_photos
+    from benchmark import data
+    from benchmark.core import paths
+    from benchmark.features.inception import reference_stats
+    from benchmark.pipeline.evaluate import make_extractor
+    from benchmark.pipeline.runner import calibration_photos
 
     home_dir = paths.home(home)
     domain = data.resolve_domain(artist, paths.data_root(data_root))

@@ -16,7 +16,7 @@ weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch,
 @weights_app.command("list")
 def weights_list() -> None:
     """Known weight files, where they are and whether they are verified."""
-    from benchmark import weights
+    from benchmark.features import weights
 
     table = Table()
     rows = weights.list_weights()
@@ -31,7 +31,7 @@ def weights_list() -> None:
 @weights_app.command("fetch")
 def weights_fetch(name: str) -> None:
     """Download a known weight file and verify its sha256."""
-    from benchmark import weights
+    from benchmark.features import weights
 
     out.print(escape(f"{name}: {weights.fetch(name)}"))
 
@@ -39,7 +39,7 @@ def weights_fetch(name: str) -> None:
 @weights_app.command("import")
 def weights_import(name: str, path: Path) -> None:
     """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
-    from benchmark import weights
+    from benchmark.features import weights
 
     out.print(escape(f"{name}: {weights.import_file(name, path)}"))
 
@@ -47,7 +47,7 @@ def weights_import(name: str, path: Path) -> None:
 @weights_app.command("verify")
 def weights_verify(name: str) -> None:
     """Re-hash a weight file and compare with the known or pinned sha256."""
-    from benchmark import weights
+    from benchmark.features import weights
 
     out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics import Metric, MetricValue
 
 if TYPE_CHECKING:

@@ -1,0 +1,110 @@
+"""Evaluate a folder of images against a real photo set with every applicable registered metric.
+
+Everything downstream of ``translate`` works on image files, so a method that lives outside
+artshift is ranked the same way (``bench eval --images DIR``). The loop reads the registries:
+for each extractor asked for, each of its layers, each registered metric that applies to that
+layer, one ``MetricRow``; it never names a network or a metric. The real set's statistics are
+cached (keyed by its content, the extractor id and the resize mode); the generated set's are
+computed fresh every time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.core.store import MetricRow
+from benchmark.features.extractor import FeatureExtractor
+from benchmark.metrics import Metric, display_name
+
+log = logging.getLogger("artshift.evaluate")
+
+DEFAULT_EXTRACTORS = ("inception",)  # what `bench run` measures; `bench eval --with` adds others
+
+
+@dataclass
+class Evaluation:
+    rows: list[MetricRow]
+    n_real: int
+    n_fake: int
+    skipped: list[Path]
+
+
+def make_extractor(weights: str, calibration_paths: Sequence[Path], home: Path, resize_mode: str | None = None,
+                   seed: int = 0, device: str = "cpu", name: str = "inception") -> Any:
+    """The registered extractor ``name`` for ``weights`` in {auto, pretrained, random}."""
+    from benchmark.features import extractor
+
+    return extractor.make(name, weights=weights, resize_mode=resize_mode, home=home,
+                          calibration_paths=list(calibration_paths), seed=seed, device=device)
+
+
+def select_metrics(names: Sequence[str] | None = None) -> list[Metric]:
+    """Registered metrics (all, or ``names`` with did-you-mean errors), in registration order."""
+    return [registry.metrics.get(n) for n in (names if names is not None else registry.metrics.names())]
+
+
+def split_with(names: Sequence[str], artist: str | None = None, *, home: Path | None = None,
+               run_id: str | None = None) -> tuple[list[str], list[str] | None]:
+    """``--with vgg19,kid``: names of extractors and of metrics, each checked against its registry.
+
+    With ``artist``, ``downstream`` and the accuracy metrics get an error that says why
+    ``bench eval`` does not measure them for that artist and which command does.
+    """
+    if artist is not None:
+        from benchmark.analyses.downstream import check_with
+
+        check_with(names, artist, home=home, run_id=run_id)
+    extractors, metrics = [], []
+    for name in names:
+        if name in registry.extractors:
+            extractors.append(name)
+        elif name in registry.metrics:
+            metrics.append(name)
+        else:
+            known = sorted(registry.extractors.names() + registry.metrics.names())
+            raise ArtshiftError(f"--with {name}: not a registered extractor or metric (known: {', '.join(known)})",
+                                hint=did_you_mean(name, known))
+    return extractors or list(DEFAULT_EXTRACTORS), metrics or None
+
+
+def evaluate_paths(fake: Sequence[Path], real: Sequence[Path], extractor: FeatureExtractor, cache_dir: Path,
+                   skip_bad: bool = False, progress: bool = True,
+                   metrics: Sequence[str] | None = None) -> Evaluation:
+    """Every applicable (layer, metric) pair of ``extractor`` for ``fake`` against ``real``."""
+    from benchmark.features import inception as features
+    from benchmark.metrics.fid import Stats
+
+    chosen = [m for m in select_metrics(metrics) if m.computed_by is None]
+    layers = [k for k in extractor.layers if any(m.applies_to(k) for m in chosen)]
+    if not layers:
+        asked = ", ".join(metrics) if metrics else "registered"
+        raise ArtshiftError(f"none of the {asked} metrics is computed on a layer of {extractor.name} "
+                            f"({', '.join(extractor.layers)}) by `bench eval`",
+                            hint="metrics computed by their own command (e.g. `bench shift`) are not run here")
+    real_stats = features.reference_stats(extractor, list(real), cache_dir, skip_bad=skip_bad, progress=progress,
+                                          layers=layers)
+    fake_feats = features.extract_paths(extractor, list(fake), skip_bad=skip_bad, progress=progress, layers=layers)
+    skipped = list(getattr(fake_feats, "skipped", []))
+    n_fake = next(iter(fake_feats.values())).shape[0]
+    n_real = next(iter(real_stats.values())).n
+    rows = []
+    for metric in chosen:
+        for layer in layers:
+            if not metric.applies_to(layer):
+                continue
+            ref = real_stats[layer]
+            if metric.needs_features and ref.features is None:
+                log.warning("reference statistics for %s carry no features: %s skipped", layer, metric.name)
+                continue
+            assert metric.compute is not None  # computed_by metrics were filtered out above
+            res = metric.compute(ref, Stats.from_features(fake_feats[layer]))
+            rows.append(MetricRow(metric.name, layer, display_name(metric.name, layer, extractor.display_tag),
+                                  res.value, ref.n, n_fake, extractor.id, extractor.resize_mode, metric.version,
+                                  std=res.std, direction=metric.direction, low=res.low, high=res.high))
+    return Evaluation(rows, n_real, n_fake, skipped)
