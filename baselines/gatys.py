@@ -51,8 +51,10 @@ from torch import nn
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.method import Method, RunContext, TrainData
 from benchmark.core.profiles import check_profile
-from benchmark.data import BadImageError, load_image
+from benchmark.data import BadImageError, load_image, offline
 from benchmark.features import vgg
+from benchmark.features import weights as weight_files
+from benchmark.features.tv_features import normalise_stages_
 from benchmark.features.vgg import VGGFeatures, random_vgg19
 from benchmark.pipeline.training import save_atomic
 
@@ -143,8 +145,6 @@ def mean_activation_scales(vgg: VGGFeatures, images: torch.Tensor, batch_size: i
     """Per-output-channel factors that bring each conv's mean post-ReLU activation over ``images``
     (in [-1, 1]) and positions to 1, in network order (``benchmark.features.tv_features``' normalisation, run on
     a copy so the factors can be cached and applied again to the same weights bit for bit)."""
-    from benchmark.features.tv_features import normalise_stages_
-
     work = copy.deepcopy(vgg.features).float()
     batches = [((images[s:s + batch_size] + 1) / 2 - vgg.mean.cpu()) / vgg.std.cpu()
                for s in range(0, len(images), batch_size)]
@@ -267,8 +267,6 @@ class Gatys(Method):
                 # the ci/smoke policy, as for the FID Inception: pretrained when present (or
                 # downloadable), otherwise a random-init VGG with a warning and a weights_id that
                 # the harness records, so the run can never pass for the paper's baseline
-                from benchmark.data import offline
-                from benchmark.features import weights as weight_files
 
                 try:
                     vgg, wid = pretrained_vgg19(not offline(), home)

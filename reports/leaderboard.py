@@ -135,8 +135,6 @@ def check_filters(df: pd.DataFrame, runs: pd.DataFrame, artists: list[str] | Non
     """Unknown artist or metric names: one error with the known ones and a did-you-mean."""
     import difflib
 
-    from benchmark.core import registry
-
     for kind, asked, known in (("artist", artists, set(ARTISTS) | set(runs.artist)),
                                ("metric", metrics, set(registry.metrics.names()) | set(df.metric))):
         for name in asked or []:

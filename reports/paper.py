@@ -26,7 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark import data
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import check_profile
+from benchmark.core.store import Store
+from benchmark.features.extract import reference_stats
+from benchmark.features.extractor import calibration_photos
+from benchmark.metrics.fid import Stats, frechet_distance
+from benchmark.pipeline import runner
+from benchmark.pipeline.evaluate import make_extractor
+from benchmark.pipeline.runs import find_run
+from reports.leaderboard import load
+from reports.user_study import SCHEMA_VERSION, TALLY_KIND
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -92,9 +104,6 @@ def check_artists(ref: Reference, artists: list[str] | None) -> list[str]:
 # --- what is in the store, what is missing ---------------------------------------------------
 
 def _store(home: Path | None) -> Any:
-    from benchmark.core import paths
-    from benchmark.core.store import Store
-
     return Store(paths.home(home) / "results.sqlite")
 
 
@@ -111,9 +120,6 @@ class Plan:
 
 
 def plan(ref: Reference, profile: str, artists: list[str], *, home: Path | None = None) -> Plan:
-    from benchmark.core.profiles import check_profile
-    from reports.leaderboard import load
-
     check_profile(profile)
     store = _store(home)
     df, runs = load(store)
@@ -141,8 +147,6 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
     Yields one line per step; a failed cell is reported and the others still run (the table then
     says why that cell is empty).
     """
-    from benchmark.pipeline import runner
-
     store = _store(home)
     for method, artist in p.to_run:
         try:
@@ -154,7 +158,7 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
     again = plan_from(store, p, profile)
     for r in again:
         try:
-            run = runner.find_run(store, run_id=r["run_id"])
+            run = find_run(store, run_id=r["run_id"])
             runner.evaluate_run(run, with_=["inception-tv2018"], home=home, data_root=data_root, device=device,
                                 progress=progress, store=store)
             yield f"measured run {r['run_id']} ({r['method']} / {r['artist']}) with inception-tv2018"
@@ -164,8 +168,6 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
 
 def plan_from(store: Any, p: Plan, profile: str) -> list[dict[str, Any]]:
     """The finished runs of the planned cells (old and new) that lack inception-tv2018 rows."""
-    from reports.leaderboard import load
-
     df, runs = load(store)
     cells = {(r["method"], r["artist"]) for r in p.to_measure} | set(p.to_run)
     done = runs[(runs.kind == "run") & (runs.profile == profile) & (runs.overrides == "") & (runs.status == "done")]
@@ -278,12 +280,6 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
                    home: Path | None, data_root: Path | None, device: str = "cpu") -> dict[str, np.ndarray] | str:
     """Features of the artist's test photos at ``layers`` (from the evaluation's cache when it has them),
     or why they cannot be had with the extractor ``extractor_id``."""
-    from benchmark import data
-    from benchmark.core import paths
-    from benchmark.features.inception import reference_stats
-    from benchmark.pipeline.evaluate import make_extractor
-    from benchmark.pipeline.runner import calibration_photos
-
     try:
         root = paths.data_root(data_root) if data_root or not run_dir else \
             Path(json.loads((Path(run_dir) / "spec.json").read_text())["data_root"])
@@ -303,8 +299,6 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
 
 def photo_floor(feats: np.ndarray, n: int) -> str:
     """FID of ``n`` test photos against the other test photos (mean +- sd over seeded draws)."""
-    from benchmark.metrics.fid import Stats, frechet_distance
-
     if len(feats) - n < 2 or n < 2:
         return f"- ({len(feats)} test photos: too few for n={n} against the rest)"
     rng = np.random.default_rng(FLOOR_SEED)
@@ -319,8 +313,6 @@ def photo_floor(feats: np.ndarray, n: int) -> str:
 def report(ref: Reference, profile: str, artists: list[str], *, home: Path | None = None,
            data_root: Path | None = None, device: str = "cpu", no_run: bool = False) -> str:
     """The paper's Table 1 beside ours, block by block, with tau, verdicts and the photo floor."""
-    from reports.leaderboard import load
-
     store = _store(home)
     df, runs = load(store)
     mine = _paper_runs(runs, ref, profile, artists)
@@ -401,8 +393,6 @@ def _pct(x: float | None) -> str:
 
 def study_report(ref: Reference, folders: list[Path]) -> str:
     """Each study folder's tally (``tally.json``) beside the published Table 2 or 3, with deltas in points."""
-    from reports.user_study import SCHEMA_VERSION, TALLY_KIND
-
     lines = ["", "## User studies: the paper's Tables 2-3 beside ours", ""]
     for folder in folders:
         path = Path(folder) / "tally.json"

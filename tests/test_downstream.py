@@ -32,6 +32,7 @@ from benchmark.core import registry
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.store import Store
 from benchmark.features import tv_features
+from benchmark.pipeline import evaluate
 from benchmark.pipeline.runner import make_spec, run_dir_for
 from data_manifests import make_pacs_split
 
@@ -354,7 +355,7 @@ def tiny_backbone(monkeypatch):
 @pytest.fixture
 def counted(monkeypatch):
     """How often the probe is fitted, and how many images go through the backbone."""
-    from benchmark.features import inception as feats
+    from benchmark.features import extract as feats
 
     counts = {"fits": 0, "embedded": 0}
     fit, extract = probe.fit_logistic, feats.extract_paths
@@ -538,4 +539,4 @@ def test_eval_with_downstream_on_a_labelled_run_names_the_command(toy, home):
     assert store.metrics_for(cyclegan) == []
     # other names pass as before, for labelled and unlabelled artists alike
     assert split_with(["resnet152", "kid"], "cezanne") == (["resnet152"], ["kid"])
-    assert downstream.labelled_artists(home) == sorted(["pacs", TOY])
+    assert evaluate.labelled_artists(home) == sorted(["pacs", TOY])

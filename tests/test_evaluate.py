@@ -9,7 +9,7 @@ from PIL import Image
 
 from benchmark.core import registry
 from benchmark.core.errors import ArtshiftError
-from benchmark.features.inception import extract_paths
+from benchmark.features.extract import extract_paths
 from benchmark.metrics import Metric
 from benchmark.metrics import fid as fid_mod
 from benchmark.metrics import kid as kid_mod

@@ -216,7 +216,7 @@ def test_a_second_process_on_the_same_run_is_told_who_holds_it(tmp_path, home):
 def test_truncated_reference_stats_are_recomputed(tmp_path, caplog):
     from test_evaluate import TinyExtractor, _images
 
-    from benchmark.features import inception as features
+    from benchmark.features import extract as features
 
     ex, real = TinyExtractor(), _images(tmp_path / "real", 8, 0)
     first = features.reference_stats(ex, real, tmp_path / "cache", num_workers=0, progress=False)

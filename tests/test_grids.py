@@ -20,7 +20,8 @@ def fake_run(home: Path, domain, method: str, profile: str, size: tuple[int, int
     from benchmark import data
     from benchmark.core.spec import SPEC_VERSION
     from benchmark.core.store import Store
-    from benchmark.pipeline.runner import make_spec, output_name, run_dir_for
+    from benchmark.pipeline.runner import make_spec, run_dir_for
+    from benchmark.pipeline.runs import output_name
 
     _, _, spec = make_spec(method, domain.artist, profile, seed, {}, data.split_fingerprint(domain))
     run_dir = run_dir_for(home, spec)
@@ -50,7 +51,7 @@ def domain(shared_data, home):
 
 def test_every_cell_is_its_source_resized(domain, home, tmp_path):
     from benchmark.core.store import Store
-    from benchmark.pipeline.runner import find_run
+    from benchmark.pipeline.runs import find_run
 
     ids = {"cyclegan": fake_run(home, domain, "cyclegan", "smoke", (96, 64)),
            "ours": fake_run(home, domain, "ours", "smoke", (40, 80))}

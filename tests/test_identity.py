@@ -147,7 +147,8 @@ def test_a_run_of_an_older_method_version_is_not_rebuilt_with_todays_code(tmp_pa
     from baselines.cut import CUT
     from benchmark.core.errors import ArtshiftError
     from benchmark.core.spec import RunSpec
-    from benchmark.pipeline.runner import FinishedRun, load_trained
+    from benchmark.pipeline.runner import load_trained
+    from benchmark.pipeline.runs import FinishedRun
 
     old = RunSpec("cut", "cezanne", "ci", 0, (), "fp", 2, "cfg", "1")
     assert CUT.VERSION != "1"

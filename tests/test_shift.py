@@ -171,7 +171,7 @@ def test_real_paintings_are_farther_from_photos_than_photos_are_at_every_layer(s
         assert lr.kid["original"].value > lr.floor.value, (layer, lr.kid["original"], lr.floor)
         assert lr.kid["original"].value > lr.kid_half_b, (layer, lr.kid["original"], lr.kid_half_b)
     # warm cache: the same numbers without a forward pass
-    import benchmark.features.inception as F
+    import benchmark.features.extract as F
 
     def boom(*a, **k):
         raise AssertionError("features should come from the cache")
@@ -192,9 +192,10 @@ def test_cli_on_a_ci_original_run_writes_figures_and_rows(shared_data, home, mon
 
     from benchmark.cli import build_app
     from benchmark.core.store import Store
+    from benchmark.features import extractor
     from benchmark.pipeline import runner
 
-    monkeypatch.setattr(runner, "CALIBRATION_PHOTOS", 16)
+    monkeypatch.setattr(extractor, "CALIBRATION_PHOTOS", 16)
     real_evaluate = runner.evaluate_paths
 
     def few_photos(fake, real, *a, **k):  # the run's own Inception rows are not under test: keep them cheap

@@ -420,7 +420,8 @@ def finished_run(home: Path, domain, method: str, profile: str, tint: tuple[int,
     from benchmark import data
     from benchmark.core.spec import SPEC_VERSION
     from benchmark.core.store import Store
-    from benchmark.pipeline.runner import make_spec, output_name, run_dir_for
+    from benchmark.pipeline.runner import make_spec, run_dir_for
+    from benchmark.pipeline.runs import output_name
 
     _, config, spec = make_spec(method, domain.artist, profile, 0, {}, data.split_fingerprint(domain))
     run_dir = run_dir_for(home, spec)

@@ -36,24 +36,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from benchmark import data
+from benchmark.analyses.finetune import FinetuneClassifier, FinetuneConfig, check_device, get_finetuned
+from benchmark.analyses.pixels import load_pixels
+from benchmark.analyses.probe import ProbeClassifier, ProbeConfig, get_probe
 from benchmark.core import paths, registry
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.store import MetricRow, Store
 from benchmark.data import resolution
 from benchmark.metrics import display_name
 from benchmark.metrics.intervals import McNemar, Proportion, mcnemar_exact, wilson
-
-if TYPE_CHECKING:
-    from benchmark.analyses.finetune import FinetuneClassifier, FinetuneConfig
-    from benchmark.analyses.probe import ProbeClassifier, ProbeConfig
+from benchmark.pipeline.runs import find_run
 
 log = logging.getLogger("artshift.downstream")
 
@@ -98,54 +97,6 @@ def check_labelled(artist: str, domain: data.Domain | None = None) -> None:
     if (domain is None and artist in data.ARTISTS and artist != "pacs") or (domain is not None and not domain.labels):
         raise ArtshiftError(f"artist {artist!r} has no class labels, so there is no downstream accuracy to measure",
                             hint="use --artist pacs (a labelled domain); a label-free protocol is not implemented")
-
-
-def labelled_artists(home: Path | None = None) -> list[str]:
-    """Artists whose dataset has class labels (a manifest with a labelled layout: PACS)."""
-    try:
-        found = {m.artist for m in data.load_manifests(home).values() if m.labelled}
-    except data.ManifestError:
-        found = set()
-    return sorted(found or {"pacs"})
-
-
-def _asks_downstream(name: str) -> bool:
-    from benchmark.metrics.accuracy import COMMAND
-
-    return name == "downstream" or (name in registry.metrics and registry.metrics.get(name).computed_by == COMMAND)
-
-
-def check_with(names: Sequence[str], artist: str, *, home: Path | None = None, run_id: str | None = None) -> None:
-    """``bench eval --with downstream`` (or an accuracy metric): always an error that points to the command.
-
-    On an unlabelled artist there is nothing to measure. On a labelled one the rows exist, but
-    they need what ``bench eval`` does not have: a classifier trained on the domain's photos, its
-    photo-test ceiling and the original paintings paired with the translations for McNemar; so
-    the error names the ``bench downstream`` call that scores this run instead of half-doing it.
-    """
-    asked = [n for n in names if _asks_downstream(n)]
-    if not asked:
-        return
-    labelled = labelled_artists(home)
-    if artist not in labelled:
-        raise ArtshiftError(f"--with {asked[0]}: artist {artist!r} has no class labels, so there is no downstream "
-                            f"accuracy to measure (labelled artists: {', '.join(labelled)})",
-                            hint=f"measure it on a labelled artist: `bench downstream --artist {labelled[0]}`; "
-                                 "a label-free protocol is not implemented")
-    runs = f" --runs {run_id}" if run_id else ""
-    raise ArtshiftError(f"--with {asked[0]}: downstream accuracy is not measured by `bench eval` (it needs a "
-                        f"classifier trained on {artist}'s photos and each translation paired with its painting)",
-                        hint=f"run `bench downstream --artist {artist}{runs}` (add --probe for the ImageNet linear "
-                             "probe, --finetune for the fine-tuned ImageNet ResNet on a GPU)"
-                             + ("" if run_id else "; it scores finished runs, not a folder of images"))
-
-
-def load_pixels(paths_: Sequence[Path], size: int) -> torch.Tensor:
-    """uint8 [n, 3, size, size]: each image resized (antialiased) to a square, as the classifier sees it."""
-    out = np.empty((len(paths_), size, size, 3), dtype=np.uint8)
-    for i, p in enumerate(paths_):
-        out[i] = np.asarray(data.load_image(Path(p)).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
@@ -369,8 +320,6 @@ class DownstreamResult:
 
 def _runs_at(store: Store, artist: str, profile: str, seed: int) -> list[Any]:
     """Every method's newest finished run of (artist, profile, seed)."""
-    from benchmark.pipeline.runner import find_run
-
     found = []
     for method in registry.methods.names():
         if store.find_runs(method=method, artist=artist, profile=profile, seed=seed, status="done"):
@@ -391,15 +340,12 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
     ``allow_cpu``. Every run's translations are checked and scored before anything is written, so
     a bad run leaves the store untouched.
     """
-    from benchmark.pipeline.runner import find_run
-
     check_labelled(artist)
     if probe is not None and finetune is not None:
         raise ArtshiftError("--probe and --finetune are two different classifiers (a linear probe on frozen "
                             "features, the whole network fine-tuned); one call scores one",
                             hint="drop one of them; run the command twice for both (their rows never mix)")
     if finetune is not None:  # before anything else: refusing the CPU must not wait for data or weights
-        from benchmark.analyses.finetune import check_device
 
         check_device(device, allow_cpu, finetune)
     home = paths.home(home)
@@ -430,11 +376,9 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
     say = log_fn or (lambda _m: None)
     clf: AnyClassifier
     if probe is not None:
-        from benchmark.analyses.probe import get_probe
 
         clf = get_probe(domain, probe, home, device=device, progress=progress)
     elif finetune is not None:
-        from benchmark.analyses.finetune import get_finetuned
 
         clf = get_finetuned(domain, finetune, home, device=device, allow_cpu=allow_cpu, progress=progress)
     else:

@@ -66,8 +66,21 @@ from torch import nn
 from torchvision import models as tvm
 
 from benchmark import data
+from benchmark.analyses.pixels import load_pixels
+from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.locks import RunLock
+from benchmark.features.extractor import load_strict, resolve_pretrained
+from benchmark.features.inception import _state_dict_hash, load_weights_file
 from benchmark.features.vgg import IMAGENET_MEAN, IMAGENET_STD
+from benchmark.pipeline.training import (
+    TrainingDiverged,
+    iteration_seed,
+    load_checkpoint,
+    previous,
+    save_atomic,
+    save_checkpoint,
+)
 
 log = logging.getLogger("artshift.downstream")
 
@@ -162,9 +175,6 @@ def _head(in_features: int, n_classes: int, seed: int) -> nn.Linear:
 def network(cfg: FinetuneConfig, n_classes: int, home: Path, progress: bool = False) -> tuple[nn.Module, str]:
     """(the ResNet with a new ``n_classes``-way head, its weights id): ``pretrained:<sha12>`` of
     the verified ImageNet file, or ``random-init:sd-<hash6>`` of a seeded init. Never downloads."""
-    from benchmark.features.extractor import load_strict, resolve_pretrained
-    from benchmark.features.inception import _state_dict_hash, load_weights_file
-
     arch = ARCHS[cfg.arch]
     if cfg.weights == "pretrained":
         if arch.weights_name is None:
@@ -318,15 +328,6 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
     ``x_val``; resumes from ``folder``'s checkpoint of ``key`` if there is one."""
     from tqdm.auto import tqdm
 
-    from benchmark.pipeline.training import (
-        TrainingDiverged,
-        iteration_seed,
-        load_checkpoint,
-        previous,
-        save_atomic,
-        save_checkpoint,
-    )
-
     dev = torch.device(device)
     net.to(dev)
     if dev.type == "cuda":
@@ -453,8 +454,6 @@ class FinetuneClassifier:
                 f"{self.n_val} held-out photos: {100 * self.val_accuracy:.1f}%) [{self.tag}]")
 
     def predict(self, paths_: Sequence[Path], batch_size: int = 64) -> np.ndarray:
-        from benchmark.analyses.downstream import load_pixels
-
         if not paths_:
             return np.empty(0, dtype=np.int64)
         return predict_pixels(self.net, load_pixels(paths_, self.config.size), self.device, batch_size)
@@ -469,8 +468,6 @@ def cache_key(domain: data.Domain, cfg: FinetuneConfig, weights_id: str) -> str:
 def get_finetuned(domain: data.Domain, cfg: FinetuneConfig, home: Path, *, device: str = "cpu",
                   allow_cpu: bool = False, progress: bool = False) -> FinetuneClassifier:
     """The fine-tuned network for (data split, starting weights, config), trained unless cached."""
-    from benchmark.core.locks import RunLock
-
     check_device(device, allow_cpu, cfg)
     assert domain.labels is not None
     classes = domain.classes
@@ -508,9 +505,6 @@ def _cached(path: Path, net: nn.Module, classes: tuple[str, ...], cfg: FinetuneC
 
 def _fit(domain: data.Domain, cfg: FinetuneConfig, net: nn.Module, weights_id: str, key: str, path: Path,
          device: str, progress: bool) -> FinetuneClassifier:
-    from benchmark.analyses.downstream import load_pixels
-    from benchmark.core.atomic import atomic_path
-
     assert domain.labels is not None
     classes = domain.classes
     folder = path.parent

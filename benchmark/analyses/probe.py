@@ -48,7 +48,8 @@ from PIL import Image
 from benchmark import data
 from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
-from benchmark.features.extractor import check_layers
+from benchmark.features.extract import image_features
+from benchmark.features.extractor import calibration_photos, check_layers
 from benchmark.features.tv_features import RESNET152, Network, TorchvisionExtractor, get_extractor
 from benchmark.features.vgg import IMAGENET_MEAN, IMAGENET_STD
 
@@ -127,8 +128,6 @@ def backbone(cfg: ProbeConfig, calibration: Sequence[Path], home: Path, device: 
 
 def features(extractor: ProbeFeatures, files: Sequence[Path], home: Path, progress: bool = False) -> np.ndarray:
     """float64 [n, d], cached per image under ``<home>/cache/downstream/features``."""
-    from benchmark.analyses.shift import image_features
-
     layer = extractor.layers[0]
     return image_features(extractor, list(files), Path(home) / "cache" / "downstream" / "features", [layer],
                           progress)[layer]
@@ -257,8 +256,6 @@ def cache_key(domain: data.Domain, cfg: ProbeConfig, extractor: ProbeFeatures) -
 def get_probe(domain: data.Domain, cfg: ProbeConfig, home: Path, *, device: str = "cpu",
               progress: bool = False) -> ProbeClassifier:
     """The probe for (data split, backbone weights, config), fitted on the training photos unless cached."""
-    from benchmark.pipeline.runner import calibration_photos
-
     assert domain.labels is not None
     classes = domain.classes
     extractor = backbone(cfg, calibration_photos(domain), home, device=device, progress=progress)

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +39,19 @@ import numpy as np
 
 from benchmark import data
 from benchmark.core import paths, registry
-from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import default_weights
 from benchmark.core.store import MetricRow, Store
 from benchmark.data import resolution
+from benchmark.features.extract import image_features
+from benchmark.features.extractor import calibration_photos, check_layers, split_layer
+from benchmark.features.tv_features import RESNET152, VGG19
 from benchmark.metrics import cka as cka_mod
 from benchmark.metrics import display_name
 from benchmark.metrics import shift as shift_metrics
+from benchmark.metrics.fid import fid_from_features
+from benchmark.pipeline.evaluate import make_extractor
+from benchmark.pipeline.runs import FinishedRun, find_run
 
 log = logging.getLogger("artshift.shift")
 
@@ -119,45 +123,6 @@ def photo_halves(photos: Sequence[Path], seed: int = SPLIT_SEED, limit: int | No
     return [files[i] for i in sorted(order[:half])], [files[i] for i in sorted(order[half:2 * half])]
 
 
-# --- features, cached per image -----------------------------------------------------------------
-
-def image_features(extractor: Any, files: Sequence[Path], cache_dir: Path, layers: Sequence[str],
-                   progress: bool = False) -> dict[str, np.ndarray]:
-    """{layer: float64 [n, d]} for ``files``, in order; each image embedded once per extractor (all
-    of the extractor's layers from one pass) and cached by its content."""
-    from benchmark.features.inception import extract_paths
-
-    key = hashlib.sha256(f"{extractor.id}\0{extractor.resize_mode}".encode()).hexdigest()[:12]
-    folder = Path(cache_dir) / f"{extractor.name}-{key}"
-    all_layers = tuple(extractor.layers)
-    hashes = [sha256_file(Path(p))[:24] for p in files]
-    cached: dict[str, dict[str, np.ndarray]] = {}
-    for h in set(hashes):
-        f = folder / f"{h}.npz"
-        if f.is_file():
-            try:
-                with np.load(f, allow_pickle=False) as z:
-                    if all(k in z for k in all_layers):
-                        cached[h] = {k: z[k] for k in all_layers}
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable feature cache %s (%s)", f, exc)
-    todo: dict[str, Path] = {}
-    for h, p in zip(hashes, files):
-        if h not in cached and h not in todo:
-            todo[h] = Path(p)
-    if todo:
-        feats = extract_paths(extractor, list(todo.values()), layers=all_layers, progress=progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, h in enumerate(todo):
-            # float32 is what the network produced, so the round trip is exact
-            arrays = {k: feats[k][i].astype(np.float32) for k in all_layers}
-            tmp = folder / f".{h}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, folder / f"{h}.npz")
-            cached[h] = arrays
-    return {k: np.stack([cached[h][k] for h in hashes]).astype(np.float64) for k in layers}
-
-
 # --- KID from kernel matrices ------------------------------------------------------------------
 
 def poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -211,8 +176,6 @@ def gap_shown(orig: Interval, floor: Interval) -> bool:
 # --- the analysis of one layer -----------------------------------------------------------------
 
 def _fd(x: np.ndarray, y: np.ndarray) -> float:
-    from benchmark.metrics.fid import fid_from_features
-
     return fid_from_features(x, y)
 
 
@@ -316,8 +279,6 @@ def _translations(run: Any, domain: data.Domain) -> list[Path]:
 def choose_sets(store: Store, domain: data.Domain, artist: str, profile: str, seed: int,
                 run_ids: Sequence[str] | None = None) -> list[ImageSet]:
     """The original set first, then one set per finished run (newest run per method)."""
-    from benchmark.pipeline.runner import FinishedRun, find_run
-
     runs: list[FinishedRun] = []
     if run_ids:
         for rid in run_ids:
@@ -354,14 +315,10 @@ def choose_sets(store: Store, domain: data.Domain, artist: str, profile: str, se
 
 
 def _vgg_layers() -> list[str]:
-    from benchmark.features.tv_features import VGG19
-
     return list(VGG19.nodes)
 
 
 def _resnet_layers() -> list[str]:
-    from benchmark.features.tv_features import RESNET152
-
     return list(RESNET152.nodes)
 
 
@@ -372,7 +329,6 @@ def parse_layers(text: str | None, networks: Sequence[str] = NETWORKS) -> dict[s
     """``"vgg19:relu4_2,resnet152:layer3"`` -> {network: [layer ids]}; None: every layer of both."""
     if not text:
         return {n: None for n in networks}
-    from benchmark.features.extractor import split_layer
 
     out: dict[str, list[str] | None] = {}
     for item in (s.strip() for s in text.split(",")):
@@ -402,8 +358,6 @@ def compute_shift(extractors: dict[str, Any], layers: dict[str, list[str] | None
 
     ``sets[0]`` is the original set; every other set's rows are paired with it.
     """
-    from benchmark.features.extractor import check_layers
-
     n = len(sets[0].paths)
     for s in sets:
         if len(s.paths) != n:
@@ -517,9 +471,6 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
     ``figures(result, out_dir, title_suffix)`` draws the plots (``reports.plots.shift_figures``
     from the CLI; the harness itself never imports ``reports``).
     """
-    from benchmark.pipeline.evaluate import make_extractor
-    from benchmark.pipeline.runner import calibration_photos, default_weights
-
     home = paths.home(home)
     store = Store(home / "results.sqlite")
     wanted = parse_layers(layers)

@@ -30,6 +30,7 @@ from benchmark.core.locks import HEARTBEAT_S, STALE_S, RunLock
 from benchmark.core.profiles import check_profile
 from benchmark.core.spec import RunSpec, canonical
 from benchmark.core.store import MetricRow, Store
+from benchmark.pipeline.runner import execute, make_spec, run_dir_for
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
 
@@ -81,8 +82,6 @@ def plan(methods: Sequence[str], artists: Sequence[str], seeds: Sequence[int], *
          overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
          progress: bool = False) -> list[Cell]:
     """Every (method, artist, seed) cell with its run id; names and values are checked before any data is read."""
-    from benchmark.pipeline.runner import make_spec, run_dir_for
-
     methods, artists, seeds = _unique(methods, "method"), _unique(artists, "artist"), _unique(seeds, "seed")
     check_profile(profile)
     for m in methods:
@@ -219,8 +218,6 @@ def run_cell(cell: Cell, threads: int = 1, device: str = "cpu", wait: float = 0.
     requeue, Ctrl-C): the run folder then says 'interrupted' and the next attempt resumes."""
     import torch
 
-    from benchmark.pipeline.runner import execute
-
     torch.set_num_threads(threads)
     logging.getLogger("artshift").setLevel(logging.INFO)  # the run's log.txt says what `bench run`'s would
     t = time.perf_counter()
@@ -247,7 +244,7 @@ class CellJob:
         return run_cell(self.cell, self.threads, self.device, wait=STALE_S + HEARTBEAT_S)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        import submitit
+        import submitit  # optional extra (artshift[slurm]): only in a Slurm job
 
         return submitit.helpers.DelayedSubmission(CellJob(self.cell, self.threads, self.device))
 

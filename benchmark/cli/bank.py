@@ -12,6 +12,9 @@ from typing import Optional
 
 import typer
 
+from benchmark.core import paths
+from benchmark.core.profiles import apply_overrides, parse_overrides
+
 bank_app = typer.Typer(help="Memory banks of real photo patches for the memory-bank CycleGAN ('ours').",
                        no_args_is_help=True)
 
@@ -37,8 +40,7 @@ def build(
     """Build (or find) the bank for ARTIST's training photos and print where it is and its recall@k."""
     import time
 
-    from benchmark.core import paths
-    from benchmark.core.profiles import apply_overrides, parse_overrides
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.data import resolve_domain
     from methods.memory_bank import bank_fingerprint, build_bank, fingerprint_files
     from methods.ours import MemoryBankCycleGAN, bank_spec

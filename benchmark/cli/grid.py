@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, out
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
 
@@ -27,8 +28,8 @@ def grid_cmd(
     home: Optional[Path] = Home,
 ) -> None:
     """Rows of test paintings: the painting, then each method's translation, titled `method [profile]`."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark import data
-    from benchmark.core import paths
     from benchmark.core.store import Store
     from reports import grids
 

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import Home, out
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
 
@@ -39,7 +40,7 @@ def leaderboard_cmd(
     home: Optional[Path] = Home,
 ) -> None:
     """All finished runs in the paper's layout: one block per metric, layer and extractor; rows methods, columns artists."""
-    from benchmark.core import paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.core.store import Store
     from reports import leaderboard
 

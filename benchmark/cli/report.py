@@ -13,10 +13,13 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, err, out
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import check_profile
 
 
 def _store(home_dir: Path):
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.core.store import Store
     from reports import leaderboard as L
 
@@ -38,9 +41,8 @@ def report_cmd(
     home: Optional[Path] = Home,
 ) -> None:
     """One static page per artist (leaderboard, grid, shift figures, downstream, provenance) plus an index."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark import data
-    from benchmark.core import paths
-    from benchmark.core.profiles import check_profile
     from reports import html
 
     for p in profile:
@@ -67,7 +69,7 @@ def ci_cmd(
     home: Optional[Path] = Home,
 ) -> None:
     """Every method x monet, cezanne, vangogh at the ci profile (resumable), then leaderboard, grids and report."""
-    from benchmark.core import paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from reports.ci import HEADING, run_ci
 
     names = [m.strip() for m in methods.split(",") if m.strip()]

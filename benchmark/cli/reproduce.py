@@ -31,6 +31,7 @@ def reproduce_cmd(
                                                          "the paper's Tables 2-3 (repeatable)"),
 ) -> None:
     """Run the paper's missing cells (resumable), then print paper | artshift | delta, Kendall tau and a verdict."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from reports import paper as paper_mod
 
     ref = paper_mod.reference(paper)

@@ -9,7 +9,9 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import BadImage, DataRoot, Home, Weights, _metrics_table, err, out
-from benchmark.core import registry
+from benchmark.core import paths, registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import parse_overrides
 
 
 def methods_cmd() -> None:
@@ -38,7 +40,7 @@ def run_cmd(
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
-    from benchmark.core.profiles import parse_overrides
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.pipeline.runner import execute
 
     res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
@@ -58,9 +60,9 @@ RunId = typer.Option(None, "--run", help="a run id (from `bench run` or `bench l
 
 def _find_run(home: Optional[Path], run_id: Optional[str], method: Optional[str], artist: Optional[str],
               profile: str, seed: int):
-    from benchmark.core import paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.core.store import Store
-    from benchmark.pipeline.runner import find_run
+    from benchmark.pipeline.runs import find_run
 
     store = Store(paths.home(home) / "results.sqlite")
     return find_run(store, run_id=run_id, method=method, artist=artist, profile=profile, seed=seed), store
@@ -85,7 +87,7 @@ def eval_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Measure a finished run again (--run, or --method/--artist) or any folder of translations (--images)."""
-    from benchmark.core.errors import ArtshiftError
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.pipeline.runner import evaluate_folder, evaluate_run
 
     names = [n.strip() for n in with_.split(",") if n.strip()]
@@ -124,6 +126,7 @@ def translate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Apply a finished run to any folder of paintings, each at its own size (as the CycleGAN test script)."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.pipeline.runner import translate_run
 
     run, _ = _find_run(home, run_id, method, artist, profile, seed)

@@ -43,6 +43,7 @@ def shift_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Per layer: KID of each set to photo half A (with the photo noise floor), gap closed, CKA kept."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.analyses.shift import run_shift
     from reports.plots import shift_figures
 

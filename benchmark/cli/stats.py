@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, Weights, out
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
 stats_app = typer.Typer(no_args_is_help=True,
@@ -28,11 +29,11 @@ def stats_export(
     network: str = typer.Option("inception", "--extractor", help="a registered feature extractor"),
 ) -> None:
     """Write the (cached) statistics of one split at every layer, loadable by pytorch-fid."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark import data
-    from benchmark.core import paths
-    from benchmark.features.inception import reference_stats
+    from benchmark.features.extract import reference_stats
+    from benchmark.features.extractor import calibration_photos
     from benchmark.pipeline.evaluate import make_extractor
-    from benchmark.pipeline.runner import calibration_photos
 
     home_dir = paths.home(home)
     domain = data.resolve_domain(artist, paths.data_root(data_root))
@@ -54,6 +55,7 @@ def stats_export(
 @stats_app.command("fid")
 def stats_fid(first: Path, second: Path) -> None:
     """Frechet distance between two statistics files (ours or pytorch-fid's .npz)."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.metrics.fid import Stats, frechet_distance
 
     out.print(f"{frechet_distance(Stats.load_npz(first), Stats.load_npz(second)):.6f}")

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, err, out
+from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
 # paper > quick > smoke > ci: without --profile, the most thorough profile every method has finished at
@@ -27,7 +28,8 @@ def _split(text: Optional[str]) -> list[str]:
 def resolve_runs(store, artist: str, runs: list[str], methods: list[str], profile: Optional[str], run_seed: int):
     """Finished runs named by id (``--runs``) or by method (``--methods``: the newest finished run
     of each at ``--profile``; without it, at the most thorough profile all of them share)."""
-    from benchmark.pipeline.runner import find_run
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.pipeline.runs import find_run
 
     if bool(runs) == bool(methods):
         raise ArtshiftError("name the runs to compare with either --runs R1,R2 or --methods M1,M2")
@@ -79,8 +81,8 @@ def make_cmd(
     home: Optional[Path] = Home,
 ) -> None:
     """Write participants' tokens, sheets (HTML, PDF), re-encoded images and a separate answer key."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark import data
-    from benchmark.core import paths
     from benchmark.core.store import Store
     from reports import user_study
 
@@ -127,6 +129,7 @@ def serve_cmd(
                                                                       "(e.g. 1 as in the pix2pix study)"),
 ) -> None:
     """Collect answers on a local page: one pair at a time, stored in DIR/answers.sqlite as given."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from reports.study_server import make_server
 
     server = make_server(folder, host=host, port=port, exposure_s=exposure, quiet=False)
@@ -153,6 +156,7 @@ def tally_cmd(
     bootstrap: int = typer.Option(2000, "--bootstrap", help="bootstrap replicates (B)"),
 ) -> None:
     """Share of choices per method in the paper's layout; writes DIR/tally.json."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from reports import user_study
 
     if bootstrap < 100:

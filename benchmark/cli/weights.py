@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import out
+from benchmark.features import weights
 
 weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
 
@@ -16,8 +17,6 @@ weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch,
 @weights_app.command("list")
 def weights_list() -> None:
     """Known weight files, where they are and whether they are verified."""
-    from benchmark.features import weights
-
     table = Table()
     rows = weights.list_weights()
     cols = list(rows[0].keys()) if rows else []
@@ -31,24 +30,18 @@ def weights_list() -> None:
 @weights_app.command("fetch")
 def weights_fetch(name: str) -> None:
     """Download a known weight file and verify its sha256."""
-    from benchmark.features import weights
-
     out.print(escape(f"{name}: {weights.fetch(name)}"))
 
 
 @weights_app.command("import")
 def weights_import(name: str, path: Path) -> None:
     """Use a weight file you downloaded elsewhere (checksum checked before it is copied in)."""
-    from benchmark.features import weights
-
     out.print(escape(f"{name}: {weights.import_file(name, path)}"))
 
 
 @weights_app.command("verify")
 def weights_verify(name: str) -> None:
     """Re-hash a weight file and compare with the known or pinned sha256."""
-    from benchmark.features import weights
-
     out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
 
 

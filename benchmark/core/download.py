@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.locks import RunLock
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
@@ -92,8 +93,6 @@ def download(url: str, dest: Path, *, sha256: str | None = None, sha256_prefix: 
     (or answers another one) the download restarts from zero. A checksum mismatch deletes the
     partial file and raises.
     """
-    from benchmark.core.locks import RunLock
-
     dest = Path(dest)
     _check_scheme(url, sha256)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from benchmark.core import registry
+from benchmark.core.profiles import apply_overrides
+
 
 @dataclass
 class TrainData:
@@ -89,8 +92,5 @@ class Method(abc.ABC):
 
 def label_tags(method: str, profile: str, overrides: dict[str, str] | None = None) -> tuple[str, ...]:
     """A registered method's ``label_tags`` for a table row (method, profile, typed ``--set`` values)."""
-    from benchmark.core import registry
-    from benchmark.core.profiles import apply_overrides
-
     cls = registry.methods.get(method)
     return tuple(cls.label_tags(apply_overrides(cls.default_config(profile), dict(overrides or {}))))

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+import benchmark
 from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
@@ -133,8 +134,6 @@ def provenance() -> dict[str, Any]:
     """Package versions, git revision (if any), machine: what a reader needs to trust a number."""
     import numpy
     import torch
-
-    import benchmark
 
     info: dict[str, Any] = {
         "artshift": benchmark.__version__,

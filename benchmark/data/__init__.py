@@ -34,7 +34,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from benchmark.core.download import ChecksumError, download, sha256_file
 from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.data.archive import safe_extract
 from benchmark.data.manifests import (  # re-exported: callers use benchmark.data for everything dataset-related
     LABELLED_LAYOUTS,
     LAYOUTS,
@@ -778,8 +780,6 @@ def _split_problems(splits: list[SplitReport]) -> tuple[list[str], list[str]]:
 def verify_dataset(name: str | Manifest, root: Path, home: Path, *, check_images: bool = True,
                    check_archive: bool = True, progress: bool = False) -> VerifyReport:
     """Compare a dataset on disk with its manifest; never raises for what it finds, only reports."""
-    from benchmark.core.download import sha256_file
-
     m = _as_manifest(name, home)
     folder = Path(root) / m.name
     expected, source = expected_sha256(m, home)
@@ -833,8 +833,6 @@ def _how_to_fetch(m: Manifest) -> str:
 def _download_any(m: Manifest, dest: Path, expected: str | None, progress: bool,
                   log: Callable[[str], None]) -> tuple[str, str]:
     """Try the manifest's URLs in order; returns (sha256, url). Mirrors must serve the same bytes."""
-    from benchmark.core.download import ChecksumError, download
-
     failures: list[str] = []
     checksum_failed = False
     for url in m.urls:
@@ -885,9 +883,6 @@ def fetch_dataset(name: str | Manifest, root: Path, home: Path, progress: bool =
     old folder is replaced only after the new archive matched its checksum and extracted
     with the expected splits, so a failed fetch never loses data.
     """
-    from benchmark.core.download import ChecksumError, sha256_file
-    from benchmark.data.archive import safe_extract
-
     log = log or _stderr_log
     m = _as_manifest(name, home)
     root, home = Path(root), Path(home)

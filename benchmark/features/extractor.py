@@ -25,10 +25,18 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from benchmark import data
+from benchmark.core import paths as bpaths
+from benchmark.core import registry
 from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
+from benchmark.data import fingerprint
+from benchmark.features import weights as wts
 
 log = logging.getLogger("artshift.features")
+
+CALIBRATION_PHOTOS = 200  # photos/train files (sorted, first N) that calibrate random-init extractors
+CALIBRATION_MAX = 200  # photos used to re-estimate BatchNorm statistics of a random-init network
 
 
 @runtime_checkable
@@ -116,8 +124,6 @@ def make(name: str, *, weights: str = "auto", resize_mode: str | None = None, ho
     network calibrated on ``calibration_paths`` (labelled in its id and display tag).
     ``resize_mode`` None means the extractor's default.
     """
-    from benchmark.core import registry
-
     create = registry.extractors.get(name)
     kwargs = dict(weights=weights, home=home, calibration_paths=list(calibration_paths), seed=seed, device=device,
                   allow_download=allow_download, progress=progress)
@@ -135,8 +141,6 @@ def resolve_pretrained(weights_name: str, title: str, weights: str, *, home: Pat
     ``auto`` falls back to random-init (with a warning) only when the file is absent and cannot
     be downloaded; a present but corrupt or mismatching file is an error in every mode.
     """
-    from benchmark.features import weights as wts
-
     if weights not in ("auto", "pretrained", "random"):
         raise ArtshiftError(f"unknown {title} weights {weights!r} (use auto, pretrained or random)")
     if weights == "random":
@@ -156,6 +160,27 @@ def resolve_pretrained(weights_name: str, title: str, weights: str, *, home: Pat
     return path, f"pretrained:{wts.verify(weights_name, home)[:12]}"
 
 
+def calibration_photos(domain: data.Domain) -> list[Path]:
+    """Photos that calibrate a random-init extractor.
+
+    The first ``CALIBRATION_PHOTOS`` training photos (as before), except for labelled domains
+    (PACS), whose files are listed class by class: there all training photos are handed over
+    and the extractor takes an evenly spaced subset, so every class is represented.
+    """
+    if domain.labels:
+        return list(domain.photos_train)
+    return list(domain.photos_train[:CALIBRATION_PHOTOS])
+
+
+def calibration_subset(paths: Sequence[Path], n: int = CALIBRATION_MAX) -> list[Path]:
+    """Deterministic (name-sorted, evenly spaced) subset of at most ``n`` photos."""
+    ps = sorted((Path(p) for p in paths), key=lambda p: (p.name, str(p)))
+    if len(ps) <= n:
+        return ps
+    idx = np.linspace(0, len(ps) - 1, n).round().astype(int)
+    return [ps[i] for i in idx]
+
+
 def cached_calibration(name: str, version: int, seed: int, calibration_paths: Sequence[Path], home: Path | None,
                        build: Callable[[list[Path]], dict[str, torch.Tensor]], *, title: str,
                        weights_name: str) -> tuple[dict[str, torch.Tensor], str]:
@@ -165,10 +190,6 @@ def cached_calibration(name: str, version: int, seed: int, calibration_paths: Se
     result is cached in ``<home>/cache/extractors`` by network, procedure version, seed and the
     calibration set's content; a corrupt cache file is rebuilt, never fatal.
     """
-    from benchmark.core import paths as bpaths
-    from benchmark.data import fingerprint
-    from benchmark.features.inception import calibration_subset
-
     if not calibration_paths:
         raise ArtshiftError(f"a random-init {title} extractor needs calibration photos and none were given",
                             hint="pass calibration_paths (e.g. the first 200 files of photos/train), or install "

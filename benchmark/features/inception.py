@@ -24,10 +24,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,9 +35,8 @@ from torch import nn
 from torchvision.models import inception as tvi
 
 from benchmark.core.errors import ArtshiftError
-from benchmark.data import BadImageError, fingerprint, load_image
+from benchmark.data import load_image
 from benchmark.features.extractor import (
-    FeatureExtractor,
     cached_calibration,
     check_layers,
     check_resize_mode,
@@ -50,9 +47,6 @@ from benchmark.features.extractor import (
     unknown_resize_mode,
 )
 
-if TYPE_CHECKING:
-    from benchmark.metrics.fid import Stats
-
 log = logging.getLogger("artshift.features")
 
 LAYERS = (64, 192, 768, 2048)
@@ -60,7 +54,6 @@ LAYER_IDS = tuple(f"inception:{d}" for d in LAYERS)  # the text ids every other 
 RESIZE_MODES = ("clean", "pytorch-fid", "torch-fidelity")
 INPUT_SIZE = 299
 WEIGHTS_NAME = "fid-inception"  # key in benchmark.features.weights.KNOWN
-CALIBRATION_MAX = 200  # photos used to re-estimate BatchNorm statistics of a random-init network
 CALIBRATION_BATCH = 50
 CALIBRATION_VERSION = 1  # bump when the random init or the calibration procedure changes
 
@@ -403,15 +396,6 @@ def random_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return init_random_(FIDInceptionV3(), seed).state_dict()
 
 
-def calibration_subset(paths: Sequence[Path], n: int = CALIBRATION_MAX) -> list[Path]:
-    """Deterministic (name-sorted, evenly spaced) subset of at most ``n`` photos."""
-    ps = sorted((Path(p) for p in paths), key=lambda p: (p.name, str(p)))
-    if len(ps) <= n:
-        return ps
-    idx = np.linspace(0, len(ps) - 1, n).round().astype(int)
-    return [ps[i] for i in idx]
-
-
 def calibrate_batchnorm(net: FIDInceptionV3, paths: Sequence[Path], batch_size: int = CALIBRATION_BATCH,
                         progress: bool = False) -> FIDInceptionV3:
     """Re-estimate every BatchNorm's running mean/var on ``paths`` (cumulative average, train mode).
@@ -487,113 +471,6 @@ def get_extractor(weights: str = "auto", resize_mode: str = "clean", home: Path 
 def create(**kwargs) -> FIDInceptionExtractor:
     """Registry entry point (``benchmark.features.extractor.make("inception", ...)``)."""
     return get_extractor(**kwargs)
-
-
-# --- folders of images (any registered extractor) ---------------------------------------------
-
-class LayerFeatures(dict):
-    """{layer id: float64 [n, dims]} for the images that could be read; ``skipped`` lists the rest."""
-
-    def __init__(self, data: dict[str, np.ndarray], paths: list[Path], skipped: list[Path]):
-        super().__init__(data)
-        self.paths = paths
-        self.skipped = skipped
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[Path], preprocess):
-        self.paths = list(paths)
-        self.preprocess = preprocess
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            img = np.asarray(load_image(self.paths[i]))
-        except BadImageError:
-            return i, None
-        return i, self.preprocess(img)
-
-
-def _collate(items):
-    good = [(i, x) for i, x in items if x is not None]
-    bad = [i for i, x in items if x is None]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, bad
-
-
-def default_num_workers(n_images: int, batch_size: int) -> int:
-    if n_images <= batch_size:
-        return 0  # starting workers costs more than they save on one batch
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def extract_paths(extractor: FeatureExtractor, paths: Sequence[Path], batch_size: int = 50,
-                  num_workers: int | None = None, skip_bad: bool = False, progress: bool = True,
-                  layers: Sequence[str] | None = None) -> LayerFeatures:
-    """Features of image files at every layer, in input order (float64 arrays).
-
-    A file that cannot be read raises ``BadImageError`` naming it, or with ``skip_bad`` is left
-    out and listed in the result's ``skipped``.
-    """
-    paths = [Path(p) for p in paths]
-    layers = check_layers(extractor, layers)
-    if not paths:
-        raise ArtshiftError("no images to extract features from")
-    if num_workers is None:
-        num_workers = default_num_workers(len(paths), batch_size)
-    loader = torch.utils.data.DataLoader(_ImageFiles(paths, extractor.preprocess), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers, collate_fn=_collate,
-                                         persistent_workers=False)
-    from tqdm.auto import tqdm
-
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in layers}
-    kept: list[int] = []
-    skipped: list[Path] = []
-    with tqdm(total=len(paths), desc=f"{extractor.name} features", unit="img", disable=not progress, leave=False) as bar:
-        for idx, batch, bad in loader:
-            for i in bad:
-                if not skip_bad:
-                    load_image(paths[i])  # re-raise the genuine BadImageError in this process
-                    raise BadImageError(paths[i], "could not be read in a data loader worker")
-                log.warning("skipping unreadable image %s", paths[i])
-                skipped.append(paths[i])
-            if batch is not None:
-                feats = extractor(batch, layers)
-                for k in layers:
-                    chunks[k].append(feats[k].cpu().numpy())
-                kept.extend(idx)
-            bar.update(len(idx) + len(bad))
-    if not kept:
-        raise ArtshiftError(f"none of the {len(paths)} images could be read (first: {paths[0]})")
-    out = {k: np.concatenate(chunks[k]).astype(np.float64) for k in layers}
-    return LayerFeatures(out, [paths[i] for i in kept], skipped)
-
-
-def reference_stats(extractor: FeatureExtractor, paths: Sequence[Path], cache_dir: Path,
-                    **kw) -> dict[str, Stats]:
-    """Per-layer ``Stats`` of a real image set, cached by content + extractor id + resize mode."""
-    from benchmark.metrics.fid import Stats
-
-    paths = [Path(p) for p in paths]
-    layers = check_layers(extractor, kw.pop("layers", None))
-    key = hashlib.sha256("\0".join([fingerprint(paths), extractor.name, extractor.id, extractor.resize_mode,
-                                    str(bool(kw.get("skip_bad", False)))]).encode()).hexdigest()[:20]
-    cache_dir = Path(cache_dir)
-    files = {k: cache_dir / f"{extractor.name}-{key}-{k.partition(':')[2]}.npz" for k in layers}
-    if all(f.is_file() for f in files.values()):
-        try:
-            return {k: Stats.load_npz(f) for k, f in files.items()}
-        except ArtshiftError as exc:  # a truncated cache file (killed writer, full disk) is rebuilt
-            log.warning("%s: recomputing the reference statistics", str(exc).splitlines()[0])
-    feats = extract_paths(extractor, paths, layers=layers, **kw)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    stats = {}
-    for k, f in files.items():
-        stats[k] = Stats.from_features(feats[k])
-        stats[k].save_npz(f, with_sqrt=True)
-    return stats
 
 
 def copy_extractor(extractor: FIDInceptionExtractor, resize_mode: str) -> FIDInceptionExtractor:

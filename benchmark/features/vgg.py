@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmark.features import weights as weight_files
+
 # Indices of the ReLU outputs in torchvision's ``vgg19().features`` (config "E").
 VGG19_LAYERS = {
     "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8,
@@ -101,8 +103,6 @@ def pretrained_vgg19(allow_download: bool = False, home: Path | None = None) -> 
     A missing or corrupt file raises ``benchmark.features.weights``' ArtshiftError, whose hint names
     ``bench weights fetch vgg19``.
     """
-    from benchmark.features import weights as weight_files
-
     path = weight_files.resolve(WEIGHTS_NAME, allow_download=allow_download, home=home)
     digest = weight_files.verify(WEIGHTS_NAME, home)  # cached: the file was just verified
     state = torch.load(path, map_location="cpu", weights_only=True)

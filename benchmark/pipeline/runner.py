@@ -34,17 +34,16 @@ from benchmark.core.atomic import atomic_path, write_atomic
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
 from benchmark.core.method import RunContext, TrainData
-from benchmark.core.profiles import apply_overrides, check_profile
+from benchmark.core.profiles import apply_overrides, check_profile, default_weights
 from benchmark.core.spec import SPEC_VERSION, RunSpec
 from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
-from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor
+from benchmark.features.extractor import calibration_photos
+from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
+from benchmark.pipeline.runs import FinishedRun, output_name
 from benchmark.pipeline.training import seed_everything
 
 log = logging.getLogger("artshift.run")
-
-CALIBRATION_PHOTOS = 200  # photos/train files (sorted, first N) that calibrate random-init extractors
-
 
 @dataclass
 class RunResult:
@@ -55,23 +54,6 @@ class RunResult:
     reused: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
-
-
-def default_weights(profile: str) -> str:
-    """ci/smoke fall back to random-init features when no pretrained file can be had; others insist."""
-    return "auto" if profile in ("ci", "smoke") else "pretrained"
-
-
-def calibration_photos(domain: data.Domain) -> list[Path]:
-    """Photos that calibrate a random-init extractor.
-
-    The first ``CALIBRATION_PHOTOS`` training photos (as before), except for labelled domains
-    (PACS), whose files are listed class by class: there all training photos are handed over
-    and the extractor takes an evenly spaced subset, so every class is represented.
-    """
-    if domain.labels:
-        return list(domain.photos_train)
-    return list(domain.photos_train[:CALIBRATION_PHOTOS])
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -87,11 +69,6 @@ def to_image(t: torch.Tensor) -> Image.Image:
 def save_png_atomic(img: Image.Image, path: Path) -> None:
     with atomic_path(path, suffix=".tmp.png") as tmp:
         img.save(tmp, format="PNG")
-
-
-def output_name(rel: str) -> str:
-    """Translation file of a source named ``rel`` (relative to its split folder)."""
-    return f"{rel}.png"
 
 
 def image_seed(seed: int, path: Path) -> int:
@@ -336,74 +313,6 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         return RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
 
 
-# --- finished runs ------------------------------------------------------------------------------
-
-@dataclass
-class FinishedRun:
-    """A run read back from its directory: what is needed to rebuild and use its model."""
-
-    run_id: str
-    run_dir: Path
-    method: str
-    artist: str
-    profile: str
-    seed: int
-    config: dict[str, Any]
-    data_root: Path
-    spec: RunSpec
-
-    def output(self, rel: str) -> Path:
-        """Where this run stored the translation of ``rel`` (v1 runs named outputs by stem)."""
-        name = f"{Path(rel).stem}.png" if self.spec.spec_version == 1 else output_name(rel)
-        return self.run_dir / "translated" / name
-
-    def translations(self, domain: data.Domain) -> list[Path]:
-        """This run's translation of every test painting of ``domain``, in order, or an error
-        naming what is missing and how to finish it."""
-        outputs = [self.output(domain.relpath(p)) for p in domain.paintings_test]
-        missing = [o for o in outputs if not o.is_file()]
-        if missing:
-            raise ArtshiftError(f"run {self.run_id} ({self.method}) lacks {len(missing)} of its {len(outputs)} "
-                                f"translations, e.g. {missing[0]}",
-                                hint=f"resume it with `bench run --method {self.method} --artist {self.artist} "
-                                     f"--profile {self.profile} --seed {self.seed}`, or leave it out")
-        return outputs
-
-
-def find_run(store: Store, *, run_id: str | None = None, method: str | None = None, artist: str | None = None,
-             profile: str = "smoke", seed: int = 0) -> FinishedRun:
-    """A finished run by id, or the newest finished run of (method, artist, profile, seed)."""
-    if run_id:
-        row = store.run(run_id)
-        if row is None:
-            raise ArtshiftError(f"no run {run_id!r} in {store.path}", hint="`bench leaderboard --format csv` lists "
-                                                                          "run ids; or pass --home")
-    else:
-        if not (method and artist):
-            raise ArtshiftError("name a run: --run RUN_ID, or --method and --artist (with --profile, --seed)")
-        rows = store.find_runs(method=method, artist=artist, profile=profile, seed=seed, status="done")
-        if not rows:
-            raise ArtshiftError(f"no finished {method} run for {artist} at profile {profile}, seed {seed} in "
-                                f"{store.path}", hint=f"run `bench run --method {method} --artist {artist} "
-                                                      f"--profile {profile} --seed {seed}` first")
-        row = rows[0]
-    if row["kind"] != "run" or not row["run_dir"]:
-        raise ArtshiftError(f"{row['run_id']} is an evaluation of an external folder, not a trained run",
-                            hint="use `bench eval --images DIR` for external folders")
-    run_dir = Path(row["run_dir"])
-    if row["status"] != "done" or not (run_dir / "DONE").exists():
-        raise ArtshiftError(f"run {row['run_id']} ({row['method']} / {row['artist']}) has not finished "
-                            f"(status {row['status']}, {run_dir})",
-                            hint="run the same `bench run` command again to resume it")
-    try:
-        info = json.loads((run_dir / "spec.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtshiftError(f"cannot read {run_dir / 'spec.json'}: {exc}") from None
-    spec = info["spec"]
-    return FinishedRun(row["run_id"], run_dir, spec["method"], spec["artist"], spec["profile"], int(spec["seed"]),
-                       info.get("config", {}), Path(info["data_root"]), RunSpec.from_json(row["spec_json"]))
-
-
 def _as_field_value(value: Any) -> Any:
     """JSON lists back to the tuples config dataclasses use."""
     if isinstance(value, list):
@@ -459,8 +368,6 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
                  home: Path | None = None, data_root: Path | None = None, skip_bad: bool = False,
                  progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
     """``bench eval --run``: (re-)measure a finished run's stored translations; no training."""
-    from benchmark.pipeline.evaluate import split_with
-
     home = paths.home(home)
     store = store or Store(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [], run.artist, home=home, run_id=run.run_id)
@@ -489,8 +396,6 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
                     skip_bad: bool = False, progress: bool = True, device: str = "cpu",
                     store: Store | None = None) -> RunResult:
     """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift)."""
-    from benchmark.pipeline.evaluate import split_with
-
     home = paths.home(home)
     root = paths.data_root(data_root)
     data.check_artist(artist, root, home)
