@@ -50,6 +50,7 @@ from benchmark.metrics import cka as cka_mod
 from benchmark.metrics import display_name
 from benchmark.metrics import shift as shift_metrics
 from benchmark.metrics.fid import fid_from_features
+from benchmark.metrics.mmd import mmd2_unbiased, poly_kernel
 from benchmark.pipeline.evaluate import make_extractor
 from benchmark.pipeline.runs import FinishedRun, find_run
 
@@ -124,19 +125,6 @@ def photo_halves(photos: Sequence[Path], seed: int = SPLIT_SEED, limit: int | No
 
 
 # --- KID from kernel matrices ------------------------------------------------------------------
-
-def poly_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """KID's kernel (x.y / d + 1)^3 (as ``benchmark.metrics.kid``)."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
-
-def mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
-    """Full-set unbiased MMD^2 from the three kernel matrices."""
-    m, n = kxx.shape[0], kyy.shape[0]
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
-
 
 def _within(k: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Per draw, the weighted mean of k over pairs of *distinct* images (w: [B, n] counts)."""
