@@ -19,7 +19,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,16 +34,13 @@ from methods.memory_bank import (
     ALL,
     BankSpec,
     LowRecallError,
+    MemoryBank,
     build_bank,
     format_scales,
     load_masks,
     parse_scales,
     recall_guard,
 )
-
-if TYPE_CHECKING:
-    from methods.contextual import ContextualLoss
-    from methods.memory_bank import MemoryBank
 
 NO_LABEL = 255  # stored label value of pixels without a mask (decoded to -1)
 
@@ -188,7 +185,6 @@ class MemoryBankCycleGAN(CycleGAN):
             self._attach_painting_masks(data, masks / "paintings")
 
     def _attach_painting_masks(self, data: TrainData, masks: Path) -> None:
-
         # CycleGAN drops unreadable paintings; masks follow the files it kept, in order.
         paths = [p for p in data.paintings if _readable(p)] if data.skip_bad_images else list(data.paintings)
         labels = load_masks(paths, masks, self.config.load_size)
