@@ -68,9 +68,9 @@ from baselines.networks import (
     pad_to_multiple,
     set_requires_grad,
 )
-from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_profile
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_profile
 
 
 @dataclass

@@ -54,11 +54,11 @@ from baselines.networks import (
     set_requires_grad,
     use_layout_safe_norms_,
 )
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_profile
 from benchmark.data import load_images
-from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_profile
-from benchmark.training import IterativeMethod
+from benchmark.pipeline.training import IterativeMethod
 
 
 @dataclass

@@ -25,12 +25,12 @@ the earlier variants, kept as settings. docs/methods/gatys.md lists every remain
 ``translate`` runs one L-BFGS optimisation per image (never one line search over a batch, which
 would couple the images through the shared step length), initialised from the painting. It
 optimises at the size it is given: at ci and smoke the harness resizes every painting to the
-profile's translate size (``benchmark.resolution``: 32 / 64 px) for every method and resizes the
+profile's translate size (``benchmark.data.resolution``: 32 / 64 px) for every method and resizes the
 result back, so Gatys is not favoured or penalised by its own resolution. ``image_size`` (0: off)
 optimises at a smaller shorter side still and upsamples (bilinear) the result to the size given.
 
 Weights: ImageNet VGG-19 (torchvision's file, resolved and sha256-checked through
-``benchmark.weights``; the network itself lives in ``benchmark.vgg``). A random-init VGG is used
+``benchmark.features.weights``; the network itself lives in ``benchmark.features.vgg``). A random-init VGG is used
 only when asked for with ``weights="random"``; its convolutions are then drawn with fan-in
 Kaiming scaling from a fixed seed. Such a run is labelled through ``weights_id`` and its
 translations are not comparable to the pretrained baseline.
@@ -48,13 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark import vgg
-from benchmark.data import BadImageError, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.method import Method, RunContext, TrainData
-from benchmark.profiles import check_profile
-from benchmark.training import save_atomic
-from benchmark.vgg import VGGFeatures, random_vgg19
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import Method, RunContext, TrainData
+from benchmark.core.profiles import check_profile
+from benchmark.data import BadImageError, load_image, offline
+from benchmark.features import vgg
+from benchmark.features import weights as weight_files
+from benchmark.features.tv_features import normalise_stages_
+from benchmark.features.vgg import VGGFeatures, random_vgg19
+from benchmark.pipeline.training import save_atomic
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -141,10 +143,8 @@ def use_average_pooling_(vgg: VGGFeatures) -> None:
 
 def mean_activation_scales(vgg: VGGFeatures, images: torch.Tensor, batch_size: int = 8) -> dict[int, torch.Tensor]:
     """Per-output-channel factors that bring each conv's mean post-ReLU activation over ``images``
-    (in [-1, 1]) and positions to 1, in network order (``benchmark.tv_features``' normalisation, run on
+    (in [-1, 1]) and positions to 1, in network order (``benchmark.features.tv_features``' normalisation, run on
     a copy so the factors can be cached and applied again to the same weights bit for bit)."""
-    from benchmark.tv_features import normalise_stages_
-
     work = copy.deepcopy(vgg.features).float()
     batches = [((images[s:s + batch_size] + 1) / 2 - vgg.mean.cpu()) / vgg.std.cpu()
                for s in range(0, len(images), batch_size)]
@@ -267,8 +267,6 @@ class Gatys(Method):
                 # the ci/smoke policy, as for the FID Inception: pretrained when present (or
                 # downloadable), otherwise a random-init VGG with a warning and a weights_id that
                 # the harness records, so the run can never pass for the paper's baseline
-                from benchmark import weights as weight_files
-                from benchmark.data import offline
 
                 try:
                     vgg, wid = pretrained_vgg19(not offline(), home)

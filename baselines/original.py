@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from benchmark.method import Method, RunContext, TrainData
-from benchmark.profiles import check_profile
+from benchmark.core.method import Method, RunContext, TrainData
+from benchmark.core.profiles import check_profile
 
 
 @dataclass

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from baselines.cut import CUT, FastCUT  # noqa: E402
 from baselines.cyclegan import CycleGAN  # noqa: E402
-from benchmark.profiles import apply_overrides  # noqa: E402
+from benchmark.core.profiles import apply_overrides  # noqa: E402
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmark.core.method import RunContext, TrainData  # noqa: E402
+from benchmark.core.profiles import apply_overrides, parse_overrides  # noqa: E402
+from benchmark.core.registry import methods  # noqa: E402
 from benchmark.data import resolve_domain  # noqa: E402
-from benchmark.method import RunContext, TrainData  # noqa: E402
-from benchmark.profiles import apply_overrides, parse_overrides  # noqa: E402
-from benchmark.registry import methods  # noqa: E402
-from benchmark.training import iteration_seed, seed_everything  # noqa: E402
+from benchmark.pipeline.training import iteration_seed, seed_everything  # noqa: E402
 
 
 def main() -> None:

@@ -30,8 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark import features as fx  # noqa: E402
 from benchmark.data import list_images  # noqa: E402
+from benchmark.features import extract  # noqa: E402
+from benchmark.features import inception as fx  # noqa: E402
 from benchmark.metrics.fid import Stats, frechet_distance  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def main() -> None:
 
     def run_ours(mode, layers=fx.LAYERS, fs=files):
         ids = [f"inception:{d}" for d in layers]
-        return by_dims(fx.extract_paths(modes[mode], fs, batch_size=bs, num_workers=nw, progress=False, layers=ids))
+        return by_dims(extract.extract_paths(modes[mode], fs, batch_size=bs, num_workers=nw, progress=False, layers=ids))
 
     def link_folder(fs):  # torch-fidelity takes a folder: give it exactly these files
         d = Path(tempfile.mkdtemp(prefix="images_"))
@@ -159,7 +160,7 @@ def main() -> None:
     with torch.no_grad():
         batch = torch.stack([torch.from_numpy(i.copy()).permute(2, 0, 1).float().div(255) for i in imgs])
         pf_layers = {k: t.mean((2, 3)).numpy() for k, t in zip(fx.LAYERS, pfid_all(batch), strict=True)}
-    ours_pf_batch = by_dims(fx.extract_paths(modes["pytorch-fid"], files[:bs], num_workers=0, progress=False))
+    ours_pf_batch = by_dims(extract.extract_paths(modes["pytorch-fid"], files[:bs], num_workers=0, progress=False))
 
     pf, tf_ = results["pytorch-fid get_activations (2048)"][0], results["torch-fidelity folder input (4 layers)"][0]
     o_pf, o_tf = results["artshift pytorch-fid mode (4 layers)"][0], results["artshift torch-fidelity mode (4 layers)"][0]
@@ -190,7 +191,7 @@ def main() -> None:
     # Frechet distance at 2048 dims: photos/test vs Monet test paintings
     monet = list_images(args.data / "paintings" / "monet" / "test")
     f_real = results["artshift clean mode (4 layers)"][0][2048]
-    f_fake = fx.extract_paths(modes["clean"], monet, batch_size=bs, num_workers=nw, progress=False)["inception:2048"]
+    f_fake = extract.extract_paths(modes["clean"], monet, batch_size=bs, num_workers=nw, progress=False)["inception:2048"]
     real = Stats.from_features(f_real)
     _ = real.sqrt_sigma  # the cached reference eigendecomposition (stored with reference statistics)
     fake = Stats.from_features(f_fake)

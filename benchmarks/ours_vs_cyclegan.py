@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baselines.cyclegan import CycleGAN  # noqa: E402
+from benchmark.core.method import RunContext, TrainData  # noqa: E402
+from benchmark.core.profiles import apply_overrides, parse_overrides  # noqa: E402
 from benchmark.data import resolve_domain  # noqa: E402
-from benchmark.method import RunContext, TrainData  # noqa: E402
-from benchmark.profiles import apply_overrides, parse_overrides  # noqa: E402
-from benchmark.training import iteration_seed, seed_everything  # noqa: E402
+from benchmark.pipeline.training import iteration_seed, seed_everything  # noqa: E402
 from methods.ours import MemoryBankCycleGAN  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark import sweep  # noqa: E402
+from benchmark.analyses import sweep  # noqa: E402
 
 
 def cpu_model() -> str:

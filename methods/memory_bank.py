@@ -35,8 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.atomic import write_atomic
-from benchmark.errors import ArtshiftError
+from benchmark.core.atomic import write_atomic
+from benchmark.core.errors import ArtshiftError
+from benchmark.data import BadImageError, fingerprint, load_image
 
 FORMAT_VERSION = 1
 DEFAULT_SCALES = "16:6,8:5"
@@ -160,8 +161,6 @@ def grid(image_size: int, patch: int, stride: int) -> int:
 
 
 def fingerprint_files(paths: Sequence[Path]) -> str:
-    from benchmark.data import fingerprint
-
     return fingerprint(list(paths))
 
 
@@ -177,8 +176,6 @@ def load_resized(paths: Sequence[Path], size: int, skip_bad: bool = False,
                  progress: bool = False) -> tuple[np.ndarray, list[Path]]:
     """Photos as uint8 [N, size, size, 3] (PIL bicubic), plus the files actually used."""
     from PIL import Image
-
-    from benchmark.data import BadImageError, load_image
 
     out, used = [], []
     it = paths
@@ -392,7 +389,7 @@ def _factory(kind: str, dim: int, n: int, spec: BankSpec) -> str:
 
 
 def _inner(index: Any) -> Any:
-    import faiss
+    import faiss  # heavy native library: loaded only where a bank is built or searched
 
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexPreTransform):
@@ -401,7 +398,7 @@ def _inner(index: Any) -> Any:
 
 
 def set_search_params(index: Any, kind: str, spec: BankSpec) -> None:
-    import faiss
+    import faiss  # heavy native library: loaded only where a bank is built or searched
 
     if kind == "hnsw":
         _inner(index).hnsw.efSearch = spec.ef_search
@@ -571,7 +568,7 @@ class MemoryBank:
     @classmethod
     def _load(cls, root: Path, device: torch.device | str, backend: str,
               search: dict[str, Any] | None) -> MemoryBank:
-        import faiss
+        import faiss  # heavy native library: loaded only where a bank is built or searched
 
         try:
             meta = json.loads((root / "meta.json").read_text())
@@ -629,7 +626,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "torch":
         return "torch"
     if device.type == "cuda":
-        import faiss
+        import faiss  # heavy native library: loaded only where a bank is built or searched
 
         if hasattr(faiss, "StandardGpuResources"):
             return "faiss-gpu"
@@ -671,7 +668,7 @@ def _build_index(kind: str, vectors_iter, n: int, dim: int, spec: BankSpec, trai
                  timings: dict[str, float] | None = None):
     """The trained, filled index and its factory string; ``timings`` (when given) gets train_s / add_s
     (add_s includes cutting the patches the iterator yields)."""
-    import faiss
+    import faiss  # heavy native library: loaded only where a bank is built or searched
 
     # On unit vectors L2 ranks exactly as inner product; faiss builds HNSW/IVF about twice as
     # fast with L2, so only the exact index uses the inner product itself.
@@ -788,7 +785,7 @@ def _build(root: Path, photos: list[Path], spec: BankSpec, masks_dir: Path | Non
                 vec_iter = _kept_vectors(images, patch, stride, ids, mean_t, spec.geometry, chunk)
                 index, factory = _build_index(kk, vec_iter, len(ids), dim, spec, train, stages)
                 del train
-                import faiss
+                import faiss  # heavy native library: loaded only where a bank is built or searched
 
                 t1 = time.perf_counter()
                 faiss.write_index(index, str(sub_dir / "index.faiss"))

@@ -19,19 +19,28 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_profile
-from methods.memory_bank import BankSpec, format_scales, parse_scales
-
-if TYPE_CHECKING:
-    from methods.contextual import ContextualLoss
-    from methods.memory_bank import MemoryBank
+from benchmark.core.atomic import write_atomic
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_profile
+from benchmark.data import BadImageError, load_image
+from methods.contextual import ContextualLoss
+from methods.memory_bank import (
+    ALL,
+    BankSpec,
+    LowRecallError,
+    MemoryBank,
+    build_bank,
+    format_scales,
+    load_masks,
+    parse_scales,
+    recall_guard,
+)
 
 NO_LABEL = 255  # stored label value of pixels without a mask (decoded to -1)
 
@@ -144,10 +153,6 @@ class MemoryBankCycleGAN(CycleGAN):
         self._has_masks = False
 
     def prepare_extra(self, data: TrainData, run: RunContext) -> None:
-        from benchmark.atomic import write_atomic
-        from methods.contextual import ContextualLoss
-        from methods.memory_bank import ALL, LowRecallError, build_bank, recall_guard
-
         c = self.config
         masks = Path(c.masks_dir) if c.masks_dir else None
         bank = self.bank = build_bank(data.photos, bank_spec(c), run.cache_dir,
@@ -180,8 +185,6 @@ class MemoryBankCycleGAN(CycleGAN):
             self._attach_painting_masks(data, masks / "paintings")
 
     def _attach_painting_masks(self, data: TrainData, masks: Path) -> None:
-        from methods.memory_bank import load_masks
-
         # CycleGAN drops unreadable paintings; masks follow the files it kept, in order.
         paths = [p for p in data.paintings if _readable(p)] if data.skip_bad_images else list(data.paintings)
         labels = load_masks(paths, masks, self.config.load_size)
@@ -215,8 +218,6 @@ class MemoryBankCycleGAN(CycleGAN):
 
 
 def _readable(path: Path) -> bool:
-    from benchmark.data import BadImageError, load_image
-
     try:
         load_image(path)
         return True

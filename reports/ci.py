@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import ArtshiftError
+from benchmark import data
+from benchmark.analyses import sweep
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
+from reports import grids, html
+from reports import leaderboard as L
 
 HEADING = "ci profile: a pipeline check, not results"
 ARTISTS = ("monet", "cezanne", "vangogh")
@@ -37,17 +43,12 @@ def run_ci(out_dir: Path, *, home: Path, data_root: Path, methods: list[str] | N
            log: Callable[[str], None] = lambda m: None) -> CiResult:
     """Run the missing cells, then write leaderboard.md/.html, one grid per artist and the report.
 
-    Cells run as a local sweep (``benchmark.sweep``): ``workers`` processes with one torch thread
+    Cells run as a local sweep (``benchmark.analyses.sweep``): ``workers`` processes with one torch thread
     each, which on a 2-core machine beats one process with two threads several times over
     (docs/benchmarks.md, sweep overhead); workers write their run folders and one collect imports
     them. A cell that fails is recorded (its leaderboard cell reads ``- (1 failed)``) and the others go
     on; the caller decides the exit status from ``result.failed``.
     """
-    from benchmark import data, registry, sweep
-    from benchmark.store import Store
-    from reports import grids, html
-    from reports import leaderboard as L
-
     names = list(methods) if methods else registry.methods.names()
     for m in names:
         registry.methods.entry(m)  # unknown names fail before anything runs

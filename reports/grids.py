@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
+from benchmark.pipeline.runs import find_run
+from reports.leaderboard import METHOD_ORDER
 
 PAINTING = "painting"
 HEIGHT = 256  # every cell's height in pixels; widths follow each image's own aspect
@@ -66,7 +68,6 @@ def newest_runs(store: Any, artist: str, profile: str) -> list[dict[str, Any]]:
     newest: dict[str, dict[str, Any]] = {}
     for r in rows:
         newest.setdefault(r["method"], dict(r))
-    from reports.leaderboard import METHOD_ORDER
 
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return [newest[m] for m in sorted(newest, key=lambda m: (order.get(m, len(order)), m))]
@@ -74,8 +75,6 @@ def newest_runs(store: Any, artist: str, profile: str) -> list[dict[str, Any]]:
 
 def resolve_runs(store: Any, artist: str, profile: str, run_ids: list[str]) -> list[Any]:
     """The runs named by id, or the newest finished run per method at ``profile``."""
-    from benchmark.runner import find_run
-
     if run_ids:
         runs = [find_run(store, run_id=r) for r in run_ids]
         for r in runs:

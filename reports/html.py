@@ -21,8 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.errors import ArtshiftError, did_you_mean
-from benchmark.profiles import PROFILES
+from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.core.profiles import PROFILES
+from benchmark.core.store import provenance
+from reports import grids
 from reports import leaderboard as L
 
 e = html.escape
@@ -164,8 +166,6 @@ def _copy(src: Path, dest: Path, page_dir: Path) -> str:
 def _figures(artist: str, profiles: list[str], store: Any, assets: Path, page_dir: Path, home: Path,
              domain_fn: Callable[[str], Any], grid_n: int, grid_seed: int, page: Page) -> str:
     """The qualitative grid and the shift figures per profile, copied beside the page."""
-    from reports import grids
-
     out = []
     try:
         domain = domain_fn(artist)
@@ -231,7 +231,6 @@ def build_report(store: Any, out_dir: Path, *, home: Path, domain_fn: Callable[[
     metrics = pd.DataFrame(columns=["run_id", "extractor_id"]) if df.empty else df[["run_id", "extractor_id"]]
     pages: dict[str, Page] = {}
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    from benchmark.store import provenance
     rev = provenance().get("git", "unknown")
     for artist in chosen:
         a_runs = runs[runs.artist == artist]

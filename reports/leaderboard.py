@@ -38,10 +38,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import registry, resolution
-from benchmark.data import ARTISTS
-from benchmark.errors import ArtshiftError, did_you_mean
-from benchmark.extractor import is_random_init
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.data import ARTISTS, resolution
+from benchmark.features.extractor import is_random_init
 from benchmark.metrics import arrow
 
 FORMATS = ("md", "latex", "csv", "html", "json")
@@ -135,8 +135,6 @@ def check_filters(df: pd.DataFrame, runs: pd.DataFrame, artists: list[str] | Non
                   metrics: list[str] | None) -> None:
     """Unknown artist or metric names: one error with the known ones and a did-you-mean."""
     import difflib
-
-    from benchmark import registry
 
     for kind, asked, known in (("artist", artists, set(ARTISTS) | set(runs.artist)),
                                ("metric", metrics, set(registry.metrics.names()) | set(df.metric))):

@@ -26,8 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import ArtshiftError
-from benchmark.extractor import is_random_init
+from benchmark import data
+from benchmark.core import paths
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import check_profile
+from benchmark.core.store import Store
+from benchmark.features.extract import reference_stats
+from benchmark.features.extractor import calibration_photos, is_random_init
+from benchmark.metrics.fid import Stats, frechet_distance
+from benchmark.pipeline import runner
+from benchmark.pipeline.evaluate import make_extractor
+from benchmark.pipeline.runs import find_run
+from reports.leaderboard import load
+from reports.user_study import SCHEMA_VERSION, TALLY_KIND
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,9 +104,6 @@ def check_artists(ref: Reference, artists: list[str] | None) -> list[str]:
 # --- what is in the store, what is missing ---------------------------------------------------
 
 def _store(home: Path | None) -> Any:
-    from benchmark import paths
-    from benchmark.store import Store
-
     return Store(paths.home(home) / "results.sqlite")
 
 
@@ -112,9 +120,6 @@ class Plan:
 
 
 def plan(ref: Reference, profile: str, artists: list[str], *, home: Path | None = None) -> Plan:
-    from benchmark.profiles import check_profile
-    from reports.leaderboard import load
-
     check_profile(profile)
     store = _store(home)
     df, runs = load(store)
@@ -142,8 +147,6 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
     Yields one line per step; a failed cell is reported and the others still run (the table then
     says why that cell is empty).
     """
-    from benchmark import runner
-
     store = _store(home)
     for method, artist in p.to_run:
         try:
@@ -155,7 +158,7 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
     again = plan_from(store, p, profile)
     for r in again:
         try:
-            run = runner.find_run(store, run_id=r["run_id"])
+            run = find_run(store, run_id=r["run_id"])
             runner.evaluate_run(run, with_=["inception-tv2018"], home=home, data_root=data_root, device=device,
                                 progress=progress, store=store)
             yield f"measured run {r['run_id']} ({r['method']} / {r['artist']}) with inception-tv2018"
@@ -165,8 +168,6 @@ def execute_plan(p: Plan, profile: str, *, data_root: Path | None = None, home: 
 
 def plan_from(store: Any, p: Plan, profile: str) -> list[dict[str, Any]]:
     """The finished runs of the planned cells (old and new) that lack inception-tv2018 rows."""
-    from reports.leaderboard import load
-
     df, runs = load(store)
     cells = {(r["method"], r["artist"]) for r in p.to_measure} | set(p.to_run)
     done = runs[(runs.kind == "run") & (runs.profile == profile) & (runs.overrides == "") & (runs.status == "done")]
@@ -296,11 +297,6 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
                    home: Path | None, data_root: Path | None, device: str = "cpu") -> dict[str, np.ndarray] | str:
     """Features of the artist's test photos at ``layers`` (from the evaluation's cache when it has them),
     or why they cannot be had with the extractor ``extractor_id``."""
-    from benchmark import data, paths
-    from benchmark.evaluate import make_extractor
-    from benchmark.features import reference_stats
-    from benchmark.runner import calibration_photos
-
     try:
         root = paths.data_root(data_root) if data_root or not run_dir else \
             Path(json.loads((Path(run_dir) / "spec.json").read_text())["data_root"])
@@ -320,8 +316,6 @@ def photo_features(extractor_name: str, extractor_id: str, layers: list[str], ar
 
 def photo_floor(feats: np.ndarray, n: int) -> str:
     """FID of ``n`` test photos against the other test photos (mean +- sd over seeded draws)."""
-    from benchmark.metrics.fid import Stats, frechet_distance
-
     if len(feats) - n < 2 or n < 2:
         return f"- ({len(feats)} test photos: too few for n={n} against the rest)"
     rng = np.random.default_rng(FLOOR_SEED)
@@ -336,8 +330,6 @@ def photo_floor(feats: np.ndarray, n: int) -> str:
 def report(ref: Reference, profile: str, artists: list[str], *, home: Path | None = None,
            data_root: Path | None = None, device: str = "cpu", no_run: bool = False) -> str:
     """The paper's Table 1 beside ours, block by block, with tau, verdicts and the photo floor."""
-    from reports.leaderboard import load
-
     store = _store(home)
     df, runs = load(store)
     mine = _paper_runs(runs, ref, profile, artists)
@@ -419,8 +411,6 @@ def _pct(x: float | None) -> str:
 
 def study_report(ref: Reference, folders: list[Path]) -> str:
     """Each study folder's tally (``tally.json``) beside the published Table 2 or 3, with deltas in points."""
-    from reports.user_study import SCHEMA_VERSION, TALLY_KIND
-
     lines = ["", "## User studies: the paper's Tables 2-3 beside ours", ""]
     for folder in folders:
         path = Path(folder) / "tally.json"

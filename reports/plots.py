@@ -17,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmark.features.tv_features import RESNET152, VGG19
+
 if TYPE_CHECKING:
-    from benchmark.shift import ShiftResult
+    from benchmark.analyses.shift import ShiftResult
 
 TSNE_SEED = 0
 TSNE_PCA_DIMS = 50
@@ -37,8 +39,6 @@ def _save(fig, base: Path) -> list[Path]:
 
 
 def _title(network: str, extractor) -> str:
-    from benchmark.tv_features import RESNET152, VGG19
-
     title = {VGG19.name: VGG19.title, RESNET152.name: RESNET152.title}.get(network, network)
     return f"{title}[{extractor.display_tag}]" if extractor.display_tag else title
 

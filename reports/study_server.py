@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from reports.user_study import ANSWERS_SQL, IMAGE_NAME_RE, SIDES, hash_token, load_json
 
 PAGE = Path(__file__).with_name("study_page")

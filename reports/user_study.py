@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics.intervals import binomial_two_sided, wilson
 
 SCHEMA_VERSION = 1

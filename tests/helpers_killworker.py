@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers_methods import tiny_data, tiny_run  # noqa: E402
 
-from benchmark import atomic, registry  # noqa: E402
-from benchmark.profiles import apply_overrides  # noqa: E402
-from benchmark.training import train  # noqa: E402
+from benchmark.core import atomic, registry  # noqa: E402
+from benchmark.core.profiles import apply_overrides  # noqa: E402
+from benchmark.pipeline.training import train  # noqa: E402
 
 SETTINGS = {"checkpoint_every": "3"}
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmark.method import RunContext, TrainData
+from benchmark.core.method import RunContext, TrainData
 
 
 def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:

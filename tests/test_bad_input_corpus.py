@@ -248,7 +248,7 @@ main()
                                           ("read-only", "Permission denied"),
                                           ("nan-loss", "non-finite loss")])
 def test_a_full_disk_a_read_only_folder_and_a_nan_loss_are_one_line_errors(kind, needle, env, tmp_path):
-    from benchmark.store import Store
+    from benchmark.core.store import Store
 
     home = tmp_path / "home"
     before = _tree_digest(env["root"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics import cka
 
 

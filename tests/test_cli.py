@@ -78,14 +78,18 @@ def test_stats_fid_reads_pytorch_fid_npz_and_agrees_with_it(tmp_path):
 
 
 def test_core_package_never_imports_reports_or_methods():
-    """Command groups owned by reports/ and methods/ reach ``bench`` through the registry only."""
+    """Below ``benchmark/cli`` (the top floor, where every command group lives), the harness never
+    imports ``reports`` or ``methods``: their methods and tables reach it through the registry only."""
     import ast
     from pathlib import Path
 
     import benchmark
 
     offenders = []
-    for path in sorted(Path(benchmark.__file__).parent.rglob("*.py")):
+    root = Path(benchmark.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "cli":
+            continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -100,7 +104,7 @@ def test_core_package_never_imports_reports_or_methods():
 def test_help_lists_every_registered_command_group():
     import re
 
-    from benchmark import registry
+    from benchmark.core import registry
 
     res = runner.invoke(app, ["--help"], terminal_width=160)
     assert res.exit_code == 0, res.output
@@ -117,11 +121,11 @@ def test_build_app_adds_the_groups_of_a_registry_and_unknown_names_get_did_you_m
     import typer
 
     from benchmark.cli import build_app
-    from benchmark.errors import ArtshiftError
-    from benchmark.registry import Registry
+    from benchmark.core.errors import ArtshiftError
+    from benchmark.core.registry import Registry
 
     groups = Registry("command group")
-    groups.register("leaderboard", "reports.cli:register", "leaderboard")
+    groups.register("leaderboard", "benchmark.cli.leaderboard:register", "leaderboard")
     only = build_app(groups)
     assert [c.name for c in typer.main.get_group(only).commands.values()] == ["leaderboard"]
     with pytest.raises(ArtshiftError, match="unknown command group 'leaderbord'") as exc:

@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
-from benchmark import registry
-from benchmark.errors import ArtshiftError
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides, check_profile, parse_overrides
+from benchmark.core.spec import RunSpec
+from benchmark.core.store import MetricRow, Store
 from benchmark.metrics import display_name
-from benchmark.profiles import apply_overrides, check_profile, parse_overrides
-from benchmark.spec import RunSpec
-from benchmark.store import MetricRow, Store
 
 
 def test_registry_did_you_mean_and_no_duplicates():

@@ -21,10 +21,10 @@ from baselines.networks import (
     BlurUpsample,
     ResnetGenerator,
 )
-from benchmark.errors import ArtshiftError
-from benchmark.profiles import apply_overrides
-from benchmark.spec import RunSpec
-from benchmark.training import CHECKPOINT, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides
+from benchmark.core.spec import RunSpec
+from benchmark.pipeline.training import CHECKPOINT, train
 
 # fidelity.md: the reference's --nce_layers 0,4,8,12,16 of its default generator see 1, 9, 15,
 # 35 and 99 input pixels; the taps this benchmark used before (pad, stem, down1, down2, res1 of

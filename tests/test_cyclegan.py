@@ -18,8 +18,8 @@ from baselines.networks import (
     lsgan_loss,
     receptive_field,
 )
-from benchmark.profiles import apply_overrides
-from benchmark.training import CHECKPOINT, TrainingDiverged, train
+from benchmark.core.profiles import apply_overrides
+from benchmark.pipeline.training import CHECKPOINT, TrainingDiverged, train
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from helpers_data import make_cyclegan_tree, write_images
 from PIL import Image, ImageFile
 
 from benchmark import data
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import (
     BadImageError,
     MissingDataError,
@@ -25,7 +26,6 @@ from benchmark.data import (
     resolve_domain,
     skipped_summary,
 )
-from benchmark.errors import ArtshiftError
 
 
 def _rgb(path: Path) -> np.ndarray:

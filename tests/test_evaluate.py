@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import registry
-from benchmark.errors import ArtshiftError
-from benchmark.evaluate import evaluate_paths, split_with
-from benchmark.features import extract_paths
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.features.extract import extract_paths
 from benchmark.metrics import Metric
 from benchmark.metrics import fid as fid_mod
 from benchmark.metrics import kid as kid_mod
+from benchmark.pipeline.evaluate import evaluate_paths, split_with
 
 
 class TinyExtractor:

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import extractor as E
-from benchmark import features, registry
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images
-from benchmark.errors import ArtshiftError
+from benchmark.features import extract
+from benchmark.features import extractor as E
 
 N_CAL = 8
 
@@ -49,8 +50,8 @@ def test_extractor_conforms(name, shared_data, images, tmp_path):
     with pytest.raises(ArtshiftError, match="unknown"):
         ex(x[None], [f"{name}:no-such-layer"])
 
-    together = features.extract_paths(ex, images, batch_size=2, num_workers=0, progress=False)
-    alone = features.extract_paths(ex, images, batch_size=1, num_workers=0, progress=False)
+    together = extract.extract_paths(ex, images, batch_size=2, num_workers=0, progress=False)
+    alone = extract.extract_paths(ex, images, batch_size=1, num_workers=0, progress=False)
     assert list(together) == list(ex.layers)
     for layer in ex.layers:
         f = together[layer]

@@ -12,9 +12,9 @@ import torch
 from helpers_methods import tiny_data, tiny_run
 from test_cyclegan import assert_states_equal, make
 
-from benchmark.errors import ArtshiftError
-from benchmark.store import MetricRow, Store
-from benchmark.training import CHECKPOINT, RunInterrupted, TrainingDiverged, previous, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import MetricRow, Store
+from benchmark.pipeline.training import CHECKPOINT, RunInterrupted, TrainingDiverged, previous, train
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_done_needs_rows_written_in_the_same_transaction(tmp_path):
 def test_an_artist_that_exists_only_under_the_data_root_can_be_run(tmp_path, home):
     from helpers_methods import write_set
 
-    from benchmark import runner
+    from benchmark.pipeline import runner
 
     root = tmp_path / "data"
     for split, seed in (("paintings/hokusai/train", 0), ("paintings/hokusai/test", 1), ("photos/train", 2),
@@ -120,7 +120,7 @@ def test_an_artist_that_exists_only_under_the_data_root_can_be_run(tmp_path, hom
     ("crop_size=-3", "crop_size=-3 is outside"), ("n_epochs=0", "nothing would be trained"),
 ])
 def test_unusable_overrides_are_refused_before_any_work(override, message, tmp_path):
-    from benchmark import runner
+    from benchmark.pipeline import runner
 
     extra = {"n_epochs_decay": "0"} if override.startswith("n_epochs") else {}
     key, value = override.split("=")
@@ -164,7 +164,7 @@ def _read_only_case(tmp_path, shutil, subprocess, sys):
             break
         if not (parent.stat().st_mode & 0o001):
             pytest.skip(f"{parent} is not traversable by other users")
-    code = ("import sys; from benchmark.store import Store; "
+    code = ("import sys; from benchmark.core.store import Store; "
             "df = Store(sys.argv[1], read_only=True).results(); print(len(df), float(df.value[0]))")
     if shutil.which("setpriv") is None or os.geteuid() != 0:
         pytest.skip("needs root and setpriv to drop privileges for the child")
@@ -194,8 +194,8 @@ def test_a_second_process_on_the_same_run_is_told_who_holds_it(tmp_path, home):
     import json
     import socket
 
-    from benchmark import runner
-    from benchmark.locks import RunLock
+    from benchmark.core.locks import RunLock
+    from benchmark.pipeline import runner
 
     root = _tiny_root(tmp_path / "data")
     spec = runner._resolve_run("original", "monet", "ci", 0, {}, root, home, False)[3]
@@ -216,7 +216,7 @@ def test_a_second_process_on_the_same_run_is_told_who_holds_it(tmp_path, home):
 def test_truncated_reference_stats_are_recomputed(tmp_path, caplog):
     from test_evaluate import TinyExtractor, _images
 
-    from benchmark import features
+    from benchmark.features import extract as features
 
     ex, real = TinyExtractor(), _images(tmp_path / "real", 8, 0)
     first = features.reference_stats(ex, real, tmp_path / "cache", num_workers=0, progress=False)
@@ -254,7 +254,8 @@ def test_a_painting_above_the_maximum_translate_size_is_downscaled_and_resized_b
     from PIL import Image
 
     from baselines.original import Original
-    from benchmark import resolution, runner
+    from benchmark.data import resolution
+    from benchmark.pipeline import runner
 
     monkeypatch.setattr(resolution, "MAX_TRANSLATE_SIDE", 16)
     rng = np.random.default_rng(0)

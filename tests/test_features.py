@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import features as fx
-from benchmark import weights
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import BadImageError, list_images
-from benchmark.errors import ArtshiftError
+from benchmark.features import extract, weights
+from benchmark.features import inception as fx
+from benchmark.features.extractor import calibration_subset
 
 N_CAL = 24  # calibration photos for the shared random-init extractor (first N of photos/train)
 
@@ -91,7 +92,7 @@ def test_pytorch_fid_parity_all_layers(extractor, weights_file, images, tmp_path
     from pytorch_fid.inception import InceptionV3
 
     ref = InceptionV3([0, 1, 2, 3]).eval()
-    ours = fx.extract_paths(fx.copy_extractor(extractor, "pytorch-fid"), images, batch_size=4, num_workers=0,
+    ours = extract.extract_paths(fx.copy_extractor(extractor, "pytorch-fid"), images, batch_size=4, num_workers=0,
                             progress=False)
     theirs = {k: [] for k in fx.LAYERS}
     with torch.no_grad():
@@ -109,7 +110,7 @@ def test_torch_fidelity_parity_all_layers(extractor, weights_file, images):
 
     ref = FeatureExtractorInceptionV3("inception-v3-compat", [str(k) for k in fx.LAYERS],
                                       feature_extractor_weights_path=str(weights_file))
-    ours = fx.extract_paths(fx.copy_extractor(extractor, "torch-fidelity"), images, batch_size=3,
+    ours = extract.extract_paths(fx.copy_extractor(extractor, "torch-fidelity"), images, batch_size=3,
                             num_workers=0, progress=False)
     theirs = {k: [] for k in fx.LAYERS}
     with torch.no_grad():
@@ -158,9 +159,9 @@ def test_fast_path_matches_float64_reference(extractor, images):
 
 
 def test_features_do_not_depend_on_batch_size(extractor, images):
-    a = fx.extract_paths(extractor, images, batch_size=len(images), num_workers=0, progress=False)
-    b = fx.extract_paths(extractor, images, batch_size=3, num_workers=0, progress=False)
-    c = fx.extract_paths(extractor, images[::-1], batch_size=1, num_workers=0, progress=False)
+    a = extract.extract_paths(extractor, images, batch_size=len(images), num_workers=0, progress=False)
+    b = extract.extract_paths(extractor, images, batch_size=3, num_workers=0, progress=False)
+    c = extract.extract_paths(extractor, images[::-1], batch_size=1, num_workers=0, progress=False)
     for k in fx.LAYER_IDS:
         assert a[k].dtype == np.float64
         assert rel(b[k], a[k]) < 1e-6 and rel(c[k][::-1], a[k]) < 1e-6
@@ -177,7 +178,7 @@ def test_random_init_separates_paintings_from_photos(extractor, shared_data):
     held_out = photos_test[-20:]
     vangogh = list_images(shared_data / "paintings" / "vangogh" / "test")[:20]
     monet = list_images(shared_data / "paintings" / "monet" / "test")[:20]
-    feats = {name: fx.extract_paths(extractor, ps, num_workers=0, progress=False)
+    feats = {name: extract.extract_paths(extractor, ps, num_workers=0, progress=False)
              for name, ps in (("ref", reference), ("photos", held_out), ("vangogh", vangogh), ("monet", monet))}
     for k in fx.LAYER_IDS:
         f = feats["ref"][k]
@@ -200,10 +201,10 @@ def test_calibration_is_cached_and_id_is_stable(extractor, shared_data, cal_home
 
 def test_calibration_subset_is_deterministic():
     paths = [Path(f"/x/{i:04d}.jpg") for i in range(500)]
-    sub = fx.calibration_subset(paths[::-1])
-    assert len(sub) == 200 and sub == fx.calibration_subset(paths) == sorted(sub)
+    sub = calibration_subset(paths[::-1])
+    assert len(sub) == 200 and sub == calibration_subset(paths) == sorted(sub)
     assert sub[0] == paths[0] and sub[-1] == paths[-1]
-    assert fx.calibration_subset(paths[:7]) == paths[:7]
+    assert calibration_subset(paths[:7]) == paths[:7]
 
 
 def test_random_without_calibration_photos_explains():
@@ -250,10 +251,10 @@ def test_bad_images_raise_or_are_skipped(extractor, images, tmp_path):
     paths = images[:3] + [bad] + images[3:5]
     for workers in (0, 2):
         with pytest.raises(BadImageError) as err:
-            fx.extract_paths(extractor, paths, batch_size=2, num_workers=workers, progress=False)
+            extract.extract_paths(extractor, paths, batch_size=2, num_workers=workers, progress=False)
         assert "broken.jpg" in str(err.value)
-    good = fx.extract_paths(extractor, images[:5], batch_size=2, num_workers=0, progress=False)
-    got = fx.extract_paths(extractor, paths, batch_size=2, num_workers=2, skip_bad=True, progress=False)
+    good = extract.extract_paths(extractor, images[:5], batch_size=2, num_workers=0, progress=False)
+    got = extract.extract_paths(extractor, paths, batch_size=2, num_workers=2, skip_bad=True, progress=False)
     assert got.skipped == [bad] and got.paths == images[:5]
     for k in fx.LAYER_IDS:
         assert got[k].shape == (5, extractor.widths[k]) and rel(got[k], good[k]) < 1e-6
@@ -261,20 +262,20 @@ def test_bad_images_raise_or_are_skipped(extractor, images, tmp_path):
 
 def test_reference_stats_are_cached(extractor, images, tmp_path, monkeypatch):
     images = images[:4]
-    stats = fx.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
-    feats = fx.extract_paths(extractor, images, num_workers=0, progress=False)
+    stats = extract.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
+    feats = extract.extract_paths(extractor, images, num_workers=0, progress=False)
     for k in fx.LAYER_IDS:
         assert stats[k].n == len(images)
         np.testing.assert_allclose(stats[k].mu, feats[k].mean(0), rtol=1e-6, atol=1e-9)
-    monkeypatch.setattr(fx, "extract_paths", lambda *a, **k: pytest.fail("recomputed despite the cache"))
-    again = fx.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
+    monkeypatch.setattr(extract, "extract_paths", lambda *a, **k: pytest.fail("recomputed despite the cache"))
+    again = extract.reference_stats(extractor, images, tmp_path, num_workers=0, progress=False)
     for k in fx.LAYER_IDS:
         np.testing.assert_array_equal(again[k].mu, stats[k].mu)
         np.testing.assert_array_equal(again[k].sigma, stats[k].sigma)
         assert again[k].features is not None and again[k].n == len(images)
     other = fx.copy_extractor(extractor, "pytorch-fid")  # another resize mode is another cache entry
     with pytest.raises(pytest.fail.Exception):
-        fx.reference_stats(other, images, tmp_path, num_workers=0, progress=False)
+        extract.reference_stats(other, images, tmp_path, num_workers=0, progress=False)
 
 
 def test_unknown_resize_mode_and_layer():

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from helpers_data import FileServer, make_cyclegan_tree, make_zip
 
-from benchmark.archive import UnsafeArchiveError, safe_extract
+from benchmark.core.download import ChecksumError
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import (
     Manifest,
     ManifestError,
@@ -31,8 +32,7 @@ from benchmark.data import (
     pinned_sha256,
     verify_dataset,
 )
-from benchmark.download import ChecksumError
-from benchmark.errors import ArtshiftError
+from benchmark.data.archive import UnsafeArchiveError, safe_extract
 
 NAME = "tinyart2photo"
 COUNTS = {"trainA": 3, "testA": 2, "trainB": 4, "testB": 2}

@@ -19,11 +19,11 @@ from torch import nn
 from torchvision import models as tvm
 from typer.testing import CliRunner
 
-from benchmark import downstream, extractor, probe
-from benchmark import finetune as ft
+from benchmark.analyses import downstream, probe
+from benchmark.analyses import finetune as ft
 from benchmark.cli import app
-from benchmark.errors import ArtshiftError
-from benchmark.store import Store
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
 
 cli = CliRunner()
 # 2 validations; lr for a random init (DomainBed's 5e-5 is for ImageNet weights)
@@ -189,7 +189,7 @@ def test_pretrained_weights_are_loaded_labelled_and_their_batchnorm_frozen(home,
     file = tmp_path / "resnet18.pth"
     torch.save(source.state_dict(), file)
     monkeypatch.setitem(ft.ARCHS, "resnet18", dataclasses.replace(ft.ARCHS["resnet18"], weights_name="resnet18"))
-    monkeypatch.setattr(extractor, "resolve_pretrained", lambda *a, **k: (file, "pretrained:0123456789ab"))
+    monkeypatch.setattr(ft, "resolve_pretrained", lambda *a, **k: (file, "pretrained:0123456789ab"))
     cfg = dataclasses.replace(TINY, weights="pretrained", steps=2, eval_every=2)
     assert cfg.frozen_bn and not TINY.frozen_bn
     net, weights_id = ft.network(cfg, 7, home)

@@ -13,8 +13,8 @@ import torch
 from helpers_methods import painting_batch, tiny_run, write_set
 
 from baselines import gatys as G
-from benchmark.errors import ArtshiftError
-from benchmark.method import TrainData
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import TrainData
 
 
 def ci_config(**changes) -> G.GatysConfig:
@@ -77,7 +77,7 @@ def test_random_weights_are_labelled(tmp_path, home, photos):
 
 
 def test_pretrained_file_is_loaded_and_named_by_its_hash(tmp_path, monkeypatch):
-    from benchmark import weights
+    from benchmark.features import weights
 
     vgg, _ = G.random_vgg19(5)
     path = tmp_path / "vgg19.pth"
@@ -309,7 +309,7 @@ def test_random_policy_differs_from_nearest(tmp_path, home, photos):
 
 
 def test_label_tags_name_the_style_policy():
-    from benchmark.method import label_tags
+    from benchmark.core.method import label_tags
 
     assert label_tags("gatys", "paper") == ("style photo random",)
     assert label_tags("gatys", "smoke", {"style_policy": "nearest"}) == ("style photo nearest",)
@@ -321,7 +321,7 @@ def test_auto_weights_fall_back_to_labelled_random_only_when_the_file_is_missing
     method = G.Gatys(ci_config(weights="auto"))
     assert method.load_network(home).startswith("random-init:")
     # a present but corrupt file is an error, not a silent fallback
-    from benchmark import weights
+    from benchmark.features import weights
 
     bad = weights.path_of("vgg19", home)
     bad.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from reports import grids
 
 
@@ -18,9 +18,10 @@ def fake_run(home: Path, domain, method: str, profile: str, size: tuple[int, int
     """A finished run as `bench run` leaves it (store row, spec.json, DONE, translations) without training;
     its translations are noise of ``size`` (not the paintings' aspect), the first ``skip`` left out."""
     from benchmark import data
-    from benchmark.runner import make_spec, output_name, run_dir_for
-    from benchmark.spec import SPEC_VERSION
-    from benchmark.store import Store
+    from benchmark.core.spec import SPEC_VERSION
+    from benchmark.core.store import Store
+    from benchmark.pipeline.runner import make_spec, run_dir_for
+    from benchmark.pipeline.runs import output_name
 
     _, _, spec = make_spec(method, domain.artist, profile, seed, {}, data.split_fingerprint(domain))
     run_dir = run_dir_for(home, spec)
@@ -49,8 +50,8 @@ def domain(shared_data, home):
 
 
 def test_every_cell_is_its_source_resized(domain, home, tmp_path):
-    from benchmark.runner import find_run
-    from benchmark.store import Store
+    from benchmark.core.store import Store
+    from benchmark.pipeline.runs import find_run
 
     ids = {"cyclegan": fake_run(home, domain, "cyclegan", "smoke", (96, 64)),
            "ours": fake_run(home, domain, "ours", "smoke", (40, 80))}

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import runner
-from benchmark.spec import RunSpec
+from benchmark.core.spec import RunSpec
+from benchmark.pipeline import runner
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_v1.sqlite"
 
@@ -145,9 +145,10 @@ def test_a_run_of_an_older_method_version_is_not_rebuilt_with_todays_code(tmp_pa
     """CUT v1 checkpoints do not fit CUT v2's networks: `bench translate` says why and what still
     works, instead of failing on a state-dict mismatch inside fit()."""
     from baselines.cut import CUT
-    from benchmark.errors import ArtshiftError
-    from benchmark.runner import FinishedRun, load_trained
-    from benchmark.spec import RunSpec
+    from benchmark.core.errors import ArtshiftError
+    from benchmark.core.spec import RunSpec
+    from benchmark.pipeline.runner import load_trained
+    from benchmark.pipeline.runs import FinishedRun
 
     old = RunSpec("cut", "cezanne", "ci", 0, (), "fp", 2, "cfg", "1")
     assert CUT.VERSION != "1"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_cyclegan import assert_states_equal
 
-from benchmark.training import CHECKPOINT
+from benchmark.pipeline.training import CHECKPOINT
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("helpers_killworker.py")

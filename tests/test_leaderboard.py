@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import MetricRow, Store
 from benchmark.metrics import display_name
-from benchmark.store import MetricRow, Store
 from reports import leaderboard as L
 
 RI = "random-init:sd-1:cal-2"
@@ -25,7 +25,7 @@ def _row(layer, value, metric="fid", ext=RI, tag="random-init", n_fake=10, std=N
 
 
 def _spec(overrides=(), version=2, profile="smoke"):
-    from benchmark.resolution import side_for
+    from benchmark.data.resolution import side_for
 
     return json.dumps({"method": "m", "overrides": [list(o) for o in overrides], "spec_version": version,
                        "translate_side": side_for(profile)})
@@ -59,7 +59,7 @@ def fixed_store(path) -> Store:
 @pytest.fixture(autouse=True)
 def _no_provenance(monkeypatch):
     """Each run's provenance asks git twice; these stores have ten runs and need none of it."""
-    monkeypatch.setattr("benchmark.store.provenance", lambda: {})
+    monkeypatch.setattr("benchmark.core.store.provenance", lambda: {})
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 from helpers_bank import make_masks, make_photos
 from PIL import Image
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from methods.memory_bank import (
     BankSpec,
     bank_fingerprint,

@@ -21,9 +21,9 @@ import pytest
 import torch
 from helpers_methods import painting_batch, tiny_data, tiny_run
 
-from benchmark.profiles import apply_overrides
-from benchmark.registry import methods
-from benchmark.training import CHECKPOINT, IterativeMethod
+from benchmark.core.profiles import apply_overrides
+from benchmark.core.registry import methods
+from benchmark.pipeline.training import CHECKPOINT, IterativeMethod
 
 OVERRIDES: dict[str, dict[str, str]] = {
     "gatys": {"weights": "random"},  # no ImageNet VGG-19 file in tests; the random-init one is labelled

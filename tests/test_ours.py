@@ -14,8 +14,8 @@ from helpers_methods import tiny_data, tiny_run
 from PIL import Image
 
 from baselines.cyclegan import CycleGAN
-from benchmark.profiles import PROFILES, apply_overrides
-from benchmark.training import train
+from benchmark.core.profiles import PROFILES, apply_overrides
+from benchmark.pipeline.training import train
 from methods.ours import MemoryBankCycleGAN, OursConfig, bank_spec
 
 
@@ -139,7 +139,7 @@ def test_bank_cli_builds_then_finds(tmp_path, home):
     """``bench bank build`` on a generated subset-layout data root: builds, then finds the same bank."""
     from typer.testing import CliRunner
 
-    from methods.bank_cli import bank_app
+    from benchmark.cli.bank import bank_app
 
     root = tmp_path / "data"
     make_photos(root / "photos" / "train", n=5, size=40, seed=1)
@@ -159,7 +159,7 @@ def test_bank_cli_builds_then_finds(tmp_path, home):
 def test_training_refuses_a_bank_whose_search_misses_neighbours(tmp_path, home):
     """IVF with one probed list over many lists misses most true neighbours of these noisy photos:
     training stops before its first iteration unless min_recall=0, and bank.json says why."""
-    from benchmark.errors import ArtshiftError
+    from benchmark.core.errors import ArtshiftError
     from methods.memory_bank import LowRecallError
 
     data = tiny_data(tmp_path / "d")

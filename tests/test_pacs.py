@@ -16,6 +16,7 @@ import pytest
 from helpers_data import FileServer, jpeg_bytes, write_images
 
 from benchmark import data
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import (
     ARTISTS,
     Domain,
@@ -35,7 +36,6 @@ from benchmark.data import (
     split_fingerprint,
     verify_dataset,
 )
-from benchmark.errors import ArtshiftError
 from data_manifests import make_pacs_split
 
 REPO = Path(__file__).resolve().parents[1]

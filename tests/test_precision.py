@@ -12,10 +12,10 @@ from helpers_methods import painting_batch, tiny_data, tiny_run
 from baselines.cut import CUT, FastCUT
 from baselines.cyclegan import CycleGAN
 from baselines.networks import LayoutSafeInstanceNorm, use_layout_safe_norms_
-from benchmark.errors import ArtshiftError
-from benchmark.profiles import apply_overrides
-from benchmark.spec import RunSpec, config_hash
-from benchmark.training import CHECKPOINT, iteration_seed, seed_everything, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides
+from benchmark.core.spec import RunSpec, config_hash
+from benchmark.pipeline.training import CHECKPOINT, iteration_seed, seed_everything, train
 from methods.ours import MemoryBankCycleGAN
 
 # narrower than ci so the tests stay fast on a loaded 2-core machine

@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import features as fx
-from benchmark import inception_weights as iw
-from benchmark import weights
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images, load_image
-from benchmark.errors import ArtshiftError
+from benchmark.features import inception as fx
+from benchmark.features import inception_weights as iw
+from benchmark.features import weights
+from benchmark.features.extract import extract_paths
 from benchmark.metrics import prdc as our_prdc
 from benchmark.metrics.fid import Stats, frechet_distance
 from benchmark.metrics.kid import kid
@@ -59,7 +60,7 @@ def sets(shared_data) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module")
 def pool3(real, sets) -> tuple[np.ndarray, np.ndarray]:
     """Our pool3 features (clean mode) of the photos and the paintings."""
-    return tuple(fx.extract_paths(real, sets[n], progress=False, num_workers=0, layers=["inception:2048"])
+    return tuple(extract_paths(real, sets[n], progress=False, num_workers=0, layers=["inception:2048"])
                  ["inception:2048"] for n in ("photos", "paintings"))
 
 
@@ -123,7 +124,7 @@ def test_fid_equals_pytorch_fid_on_its_own_network_and_resize(real, sets, monkey
             for dim, o in zip(ref, outs):
                 ref[dim].append(torch.nn.functional.adaptive_avg_pool2d(o, 1).flatten(1).numpy())
         sets_ref = {d: np.concatenate(v).astype(np.float64) for d, v in ref.items()}
-        ours = fx.extract_paths(pf, paths, progress=False, num_workers=0)
+        ours = extract_paths(pf, paths, progress=False, num_workers=0)
         for dim, f in sets_ref.items():
             assert np.abs(ours[f"inception:{dim}"] - f).max() <= 1e-4 * np.abs(f).max(), dim
         results[name] = (ours, sets_ref)
@@ -190,7 +191,7 @@ def _probe_accuracy(extractor, shared_data, per_class: int = 12) -> float:
         test += files[1::2]
         ytr += [c] * len(files[::2])
         yte += [c] * len(files[1::2])
-    f = fx.extract_paths(extractor, train + test, progress=False, num_workers=0, layers=["inception:2048"])
+    f = extract_paths(extractor, train + test, progress=False, num_workers=0, layers=["inception:2048"])
     x = f["inception:2048"]
     x = (x - x[: len(train)].mean(0)) / (x[: len(train)].std(0) + 1e-6)
     clf = LogisticRegression(max_iter=2000).fit(x[: len(train)], ytr)
@@ -332,4 +333,4 @@ def test_no_wheel_and_no_file_falls_back_and_says_how_to_get_the_real_one(monkey
 
 def test_a_layer_the_network_lacks(real):
     with pytest.raises(ArtshiftError, match=r"unknown inception layer\(s\) inception:1000"):
-        fx.extract_paths(real, [WHEEL], layers=["inception:1000"])
+        extract_paths(real, [WHEEL], layers=["inception:1000"])

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from benchmark.cli import app
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from reports import html as H
 from reports import leaderboard as L
 
@@ -23,7 +23,7 @@ METRICS = (("fid", "inception:2048", "FID-2048[random-init]"), ("kid", "inceptio
 
 
 def _rows(offset: float):
-    from benchmark.store import MetricRow
+    from benchmark.core.store import MetricRow
 
     return [MetricRow(metric, layer, name, 10.0 + offset + i, n_real=402, n_fake=10,
                       extractor_id="random-init:sd-000000:cal-000000", resize_mode="clean", metric_version="1")
@@ -35,8 +35,8 @@ def filled(shared_data, home):
     """cezanne at smoke: three measured methods, one failed gatys run, a shift figure in the home."""
     from test_grids import fake_run
 
+    from benchmark.core.store import Store
     from benchmark.data import ensure_domain
-    from benchmark.store import Store
 
     domain = ensure_domain("cezanne", shared_data, home, allow_download=False, progress=False)
     store = Store(home / "results.sqlite")

@@ -15,11 +15,11 @@ import pytest
 from scipy.stats import kendalltau
 from typer.testing import CliRunner
 
-from benchmark import runner
 from benchmark.cli import app
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
 from benchmark.data import list_images
-from benchmark.errors import ArtshiftError
-from benchmark.store import Store
+from benchmark.pipeline import runner
 from reports import paper
 
 cli = CliRunner()

@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import resolution, runner
-from benchmark.spec import RunSpec, canonical
+from benchmark.core.spec import RunSpec, canonical
+from benchmark.data import resolution
+from benchmark.pipeline import runner
 
 
 def _image(path: Path, h: int, w: int, seed: int) -> Path:
@@ -160,8 +161,8 @@ def test_the_leaderboard_labels_rows_measured_at_another_translate_size():
 
 
 def test_shift_refuses_runs_made_at_different_translate_sizes(tmp_path):
-    from benchmark.errors import ArtshiftError
-    from benchmark.shift import ImageSet, translate_side
+    from benchmark.analyses.shift import ImageSet, translate_side
+    from benchmark.core.errors import ArtshiftError
 
     class Store:
         specs = {"r64": {"translate_side": 64}, "rnative": {}, "r64b": {"translate_side": 64}}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import shift
-from benchmark.errors import ArtshiftError
+from benchmark.analyses import shift
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics import kid as kid_mod
 
 
@@ -115,7 +115,7 @@ def test_bad_layers_are_one_line_errors():
 
 def _small_extractors(shared_data, home, n_cal=16):
     from benchmark import data
-    from benchmark.evaluate import make_extractor
+    from benchmark.pipeline.evaluate import make_extractor
 
     domain = data.ensure_domain("vangogh", shared_data, home, allow_download=False, progress=False)
     cal = list(domain.photos_train[:n_cal])
@@ -136,7 +136,7 @@ PRETRAINED_DIR = os.environ.get("ARTSHIFT_TEST_WEIGHTS", "")
 def test_pretrained_networks_put_real_paintings_farther_than_photos_at_all_twelve_layers(shared_data, home,
                                                                                         monkeypatch):
     from benchmark import data
-    from benchmark.evaluate import make_extractor
+    from benchmark.pipeline.evaluate import make_extractor
 
     monkeypatch.setenv("ARTSHIFT_WEIGHTS", PRETRAINED_DIR)
     domain = data.ensure_domain("vangogh", shared_data, home, allow_download=False, progress=False)
@@ -171,7 +171,7 @@ def test_real_paintings_are_farther_from_photos_than_photos_are_at_every_layer(s
         assert lr.kid["original"].value > lr.floor.value, (layer, lr.kid["original"], lr.floor)
         assert lr.kid["original"].value > lr.kid_half_b, (layer, lr.kid["original"], lr.kid_half_b)
     # warm cache: the same numbers without a forward pass
-    import benchmark.features as F
+    import benchmark.features.extract as F
 
     def boom(*a, **k):
         raise AssertionError("features should come from the cache")
@@ -190,11 +190,12 @@ def test_real_paintings_are_farther_from_photos_than_photos_are_at_every_layer(s
 def test_cli_on_a_ci_original_run_writes_figures_and_rows(shared_data, home, monkeypatch):
     from typer.testing import CliRunner
 
-    from benchmark import runner
     from benchmark.cli import build_app
-    from benchmark.store import Store
+    from benchmark.core.store import Store
+    from benchmark.features import extractor
+    from benchmark.pipeline import runner
 
-    monkeypatch.setattr(runner, "CALIBRATION_PHOTOS", 16)
+    monkeypatch.setattr(extractor, "CALIBRATION_PHOTOS", 16)
     real_evaluate = runner.evaluate_paths
 
     def few_photos(fake, real, *a, **k):  # the run's own Inception rows are not under test: keep them cheap

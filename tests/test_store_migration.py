@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.errors import ArtshiftError
-from benchmark.store import SCHEMA_VERSION, MetricRow, Store
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import SCHEMA_VERSION, MetricRow, Store
 from reports import leaderboard
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_v1.sqlite"

@@ -23,11 +23,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from benchmark import data, runner, sweep
+from benchmark import data
+from benchmark.analyses import sweep
 from benchmark.cli import app, main
-from benchmark.errors import ArtshiftError
-from benchmark.locks import RunLock
-from benchmark.store import Store
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.locks import RunLock
+from benchmark.core.store import Store
+from benchmark.pipeline import runner
 
 cli = CliRunner()
 

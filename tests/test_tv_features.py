@@ -20,12 +20,12 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from benchmark import tv_features as T
-from benchmark import weights
+from benchmark.core.download import sha256_file
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images, load_image
-from benchmark.download import sha256_file
-from benchmark.errors import ArtshiftError
-from benchmark.features import resize_clean
+from benchmark.features import tv_features as T
+from benchmark.features import weights
+from benchmark.features.inception import resize_clean
 
 N_CAL = 8
 SIZE = 64  # input side for the calibration and the direct calls in this module
@@ -211,7 +211,7 @@ def test_vgg19_random_init(cal, cal_batch, batch, tmp_path):
         err = (mean[live] - 1).abs()
         assert float(err.max() if k < 16 else err.median()) < (1e-3 if k < 16 else 1e-2), (k, err)
     # the same network as Gatys' random VGG of the same seed, up to a positive scale per channel
-    from benchmark.vgg import random_vgg19
+    from benchmark.features.vgg import random_vgg19
 
     ratio = net.features[0].weight / random_vgg19(0)[0].features[0].weight
     assert bool((ratio > 0).all())

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import inception as tvi
 
-from benchmark import registry, weights
-from benchmark import tv_inception2018 as T
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
 from benchmark.data import list_images, load_image
-from benchmark.errors import ArtshiftError
+from benchmark.features import tv_inception2018 as T
+from benchmark.features import weights
 
 
 def test_preprocess_is_bilinear_then_the_2018_normalisation():

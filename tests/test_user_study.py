@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from reports import user_study as us
 
 METHODS = ["cyclegan", "ours"]
@@ -418,9 +418,10 @@ def finished_run(home: Path, domain, method: str, profile: str, tint: tuple[int,
     training: a ci run of cyclegan and ours costs minutes of CPU, and the study only reads the
     translations. The translations are tinted copies of the test paintings."""
     from benchmark import data
-    from benchmark.runner import make_spec, output_name, run_dir_for
-    from benchmark.spec import SPEC_VERSION
-    from benchmark.store import Store
+    from benchmark.core.spec import SPEC_VERSION
+    from benchmark.core.store import Store
+    from benchmark.pipeline.runner import make_spec, run_dir_for
+    from benchmark.pipeline.runs import output_name
 
     _, config, spec = make_spec(method, domain.artist, profile, 0, {}, data.split_fingerprint(domain))
     run_dir = run_dir_for(home, spec)

@@ -11,9 +11,9 @@ import time
 import pytest
 from helpers_data import FileServer
 
-from benchmark import weights
-from benchmark.download import ChecksumError
-from benchmark.errors import ArtshiftError
+from benchmark.core.download import ChecksumError
+from benchmark.core.errors import ArtshiftError
+from benchmark.features import weights
 
 
 def sha(b: bytes) -> str:

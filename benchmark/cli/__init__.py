@@ -3,15 +3,17 @@
 It only parses arguments and prints; user errors (``ArtshiftError``) are printed without a
 traceback and exit with status 2.
 
-Command groups are registered like methods: each is a module with a ``register(app)``
-function, listed as one line in the ``# --- command groups ---`` section of
-``benchmark/registry.py``, and added here, in registration order, when the app is built (so
-``bench --help`` lists them all). ``run`` (``methods``, ``run``, ``eval``), ``data``,
-``weights`` and ``stats`` live in this package; groups owned by other packages live with
-them (``leaderboard`` in ``reports/cli.py``, ``bank`` in ``methods/bank_cli.py``), so the
-core package never imports ``reports`` or ``methods``. Shared options, enums, consoles and
-tables are in ``benchmark.cli.common``. Later groups (shift, downstream, report, study,
-sweep) each add one module + one registry line; nothing in this file changes.
+Command groups are registered like methods: each is a module of this package with a
+``register(app)`` function, listed as one line in the ``# --- command groups ---`` section of
+``benchmark/core/registry.py``, and added here, in registration order, when the app is built
+(so ``bench --help`` lists them all). Every group lives here, those over ``reports`` and
+``methods`` included (``leaderboard``, ``reproduce``, ``grid``, ``report``, ``study``,
+``shift``, ``bank``): this package is the top floor and may import any other, while nothing
+below it imports ``reports`` or ``methods`` (docs/architecture.md). Since building the app
+imports every group's module, those modules import numpy, pandas or torch users inside their
+commands, so ``bench --help`` stays fast. Shared options, enums, consoles and tables are in
+``benchmark.cli.common``. A new group is one module + one registry line; nothing in this file
+changes.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from benchmark import registry
 from benchmark.cli.common import err, out
-from benchmark.errors import ArtshiftError
+from benchmark.core import registry
+from benchmark.core.errors import ArtshiftError
 
 __all__ = ["app", "build_app", "err", "main", "out"]
 

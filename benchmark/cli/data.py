@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import DataRoot, Home, out
+from benchmark.core import paths
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list manifests, fetch (verified), verify.")
 
@@ -17,7 +18,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: list manifests, fet
 @data_app.command("list")
 def data_list() -> None:
     """Known datasets (one manifest each) and whether they are present locally."""
-    from benchmark import data, paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark import data
 
     root = paths.data_root()
     home = paths.home()
@@ -37,7 +39,8 @@ def data_fetch(name: str, data_root: Optional[Path] = DataRoot, home: Optional[P
                archive: Optional[Path] = typer.Option(None, "--archive",
                                                       help="a zip you downloaded elsewhere (offline machines)")) -> None:
     """Download NAME (checksum checked or pinned on first download), extract safely, verify counts."""
-    from benchmark import data, paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark import data
 
     path = data.fetch_dataset(name, paths.data_root(data_root), paths.home(home), force=force, archive=archive)
     out.print(escape(f"{name} ready at {path}"))
@@ -46,7 +49,8 @@ def data_fetch(name: str, data_root: Optional[Path] = DataRoot, home: Optional[P
 @data_app.command("verify")
 def data_verify(name: str, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home) -> None:
     """Check a local dataset against its manifest: counts per split, readable images, pinned hash."""
-    from benchmark import data, paths
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark import data
 
     report = data.verify_dataset(name, paths.data_root(data_root), paths.home(home), progress=True)
     for line in report.lines():

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import DataRoot, Home, err, out
+from benchmark.core.errors import ArtshiftError
 
 
 def _pct(p) -> str:
@@ -40,8 +41,8 @@ def downstream_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Train (or reuse) a photo classifier; score photos, the test paintings and every run's translations."""
-    from benchmark.downstream import evaluate
-    from benchmark.errors import ArtshiftError
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.downstream import evaluate
 
     if probe and finetune:
         raise ArtshiftError("--probe and --finetune are two different classifiers (a linear probe on frozen "
@@ -52,11 +53,13 @@ def downstream_cmd(
                             hint="add --finetune, or drop --allow-cpu")
     probe_cfg = finetune_cfg = None
     if probe:
-        from benchmark.probe import ProbeConfig
+        # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+        from benchmark.analyses.probe import ProbeConfig
 
         probe_cfg = ProbeConfig(weights=weights or "pretrained")
     elif finetune:
-        from benchmark.finetune import FinetuneConfig, check_device, default_device
+        # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+        from benchmark.analyses.finetune import FinetuneConfig, check_device, default_device
 
         finetune_cfg = FinetuneConfig(weights=weights or "pretrained")
         device = device or default_device()

@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from benchmark import registry
 from benchmark.cli.common import BadImage, DataRoot, Home, Weights, _metrics_table, err, out
+from benchmark.core import paths, registry
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import parse_overrides
 
 
 def methods_cmd() -> None:
@@ -38,8 +40,8 @@ def run_cmd(
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
-    from benchmark.profiles import parse_overrides
-    from benchmark.runner import execute
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.pipeline.runner import execute
 
     res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
                   home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
@@ -58,9 +60,9 @@ RunId = typer.Option(None, "--run", help="a run id (from `bench run` or `bench l
 
 def _find_run(home: Optional[Path], run_id: Optional[str], method: Optional[str], artist: Optional[str],
               profile: str, seed: int):
-    from benchmark import paths
-    from benchmark.runner import find_run
-    from benchmark.store import Store
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.core.store import Store
+    from benchmark.pipeline.runs import find_run
 
     store = Store(paths.home(home) / "results.sqlite")
     return find_run(store, run_id=run_id, method=method, artist=artist, profile=profile, seed=seed), store
@@ -85,8 +87,8 @@ def eval_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Measure a finished run again (--run, or --method/--artist) or any folder of translations (--images)."""
-    from benchmark.errors import ArtshiftError
-    from benchmark.runner import evaluate_folder, evaluate_run
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.pipeline.runner import evaluate_folder, evaluate_run
 
     names = [n.strip() for n in with_.split(",") if n.strip()]
     skip = on_bad_image is BadImage.skip
@@ -124,7 +126,8 @@ def translate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Apply a finished run to any folder of paintings, each at its own size (as the CycleGAN test script)."""
-    from benchmark.runner import translate_run
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.pipeline.runner import translate_run
 
     run, _ = _find_run(home, run_id, method, artist, profile, seed)
     written = translate_run(run, images, out_dir, home=home, data_root=data_root,

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 
 from benchmark.cli.common import DataRoot, Home, Weights, out
-from benchmark.errors import ArtshiftError
+from benchmark.core import paths
+from benchmark.core.errors import ArtshiftError
 
 stats_app = typer.Typer(no_args_is_help=True,
                         help="Reference statistics as pytorch-fid-compatible .npz files (mu, sigma).")
@@ -28,10 +29,11 @@ def stats_export(
     network: str = typer.Option("inception", "--extractor", help="a registered feature extractor"),
 ) -> None:
     """Write the (cached) statistics of one split at every layer, loadable by pytorch-fid."""
-    from benchmark import data, paths
-    from benchmark.evaluate import make_extractor
-    from benchmark.features import reference_stats
-    from benchmark.runner import calibration_photos
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark import data
+    from benchmark.features.extract import reference_stats
+    from benchmark.features.extractor import calibration_photos
+    from benchmark.pipeline.evaluate import make_extractor
 
     home_dir = paths.home(home)
     domain = data.resolve_domain(artist, paths.data_root(data_root))
@@ -55,6 +57,7 @@ def stats_export(
 @stats_app.command("fid")
 def stats_fid(first: Path, second: Path) -> None:
     """Frechet distance between two statistics files (ours or pytorch-fid's .npz)."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
     from benchmark.metrics.fid import Stats, frechet_distance
 
     out.print(f"{frechet_distance(Stats.load_npz(first), Stats.load_npz(second)):.6f}")

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import DataRoot, Home, out
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import parse_overrides
 
 sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: plan, launch (local | ray | slurm), status, collect.")
 
@@ -39,8 +40,8 @@ def parse_seeds(text: str) -> list[int]:
 
 def _plan(methods: str, artists: str, seeds: str, profile: str, set_: list[str], data_root: Optional[Path],
           home: Optional[Path]) -> list[Any]:
-    from benchmark.profiles import parse_overrides
-    from benchmark.sweep import plan
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.sweep import plan
 
     return plan(_names(methods), _names(artists), parse_seeds(seeds), profile=profile,
                 overrides=parse_overrides(set_), data_root=data_root, home=home)
@@ -57,7 +58,8 @@ def _status_table(states: list[Any]) -> Table:
 
 
 def _counts(states: list[Any]) -> str:
-    from benchmark.sweep import STATES
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.sweep import STATES
 
     return ", ".join(f"{n} {k}" for k in STATES if (n := sum(s.state == k for s in states)))
 
@@ -66,7 +68,8 @@ def _counts(states: list[Any]) -> str:
 def plan_cmd(methods: str = Methods, artists: str = Artists, seeds: str = Seeds, profile: str = Profile,
              set_: list[str] = Set, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home) -> None:
     """Every cell with its run id and what launch would do (skip finished cells, resume interrupted ones)."""
-    from benchmark.sweep import status
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.sweep import status
 
     states = status(_plan(methods, artists, seeds, profile, set_, data_root, home))
     action = {"done": "skip (done)", "running": "skip (running)", "missing": "run"}
@@ -98,7 +101,8 @@ def launch_cmd(methods: str = Methods, artists: str = Artists, seeds: str = Seed
                wait: bool = typer.Option(True, "--wait/--no-wait", help="slurm: wait for the jobs, then collect")
                ) -> None:
     """Run every cell not yet done (interrupted ones resume), then import the results into the store."""
-    from benchmark import sweep
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses import sweep
 
     options = sweep.Options(workers=workers, threads=threads, device=device, gpus=gpus, address=address,
                             cluster=cluster, partition=partition, timeout_min=timeout_min, wait=wait)
@@ -134,7 +138,8 @@ def _print_collected(c: Any) -> None:
 def status_cmd(methods: str = Methods, artists: str = Artists, seeds: str = Seeds, profile: str = Profile,
                set_: list[str] = Set, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home) -> None:
     """done / running / failed / interrupted / missing per cell, read from each run folder."""
-    from benchmark.sweep import status
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.sweep import status
 
     states = status(_plan(methods, artists, seeds, profile, set_, data_root, home))
     out.print(_status_table(states))
@@ -145,7 +150,8 @@ def status_cmd(methods: str = Methods, artists: str = Artists, seeds: str = Seed
 def collect_cmd(methods: str = Methods, artists: str = Artists, seeds: str = Seeds, profile: str = Profile,
                 set_: list[str] = Set, data_root: Optional[Path] = DataRoot, home: Optional[Path] = Home) -> None:
     """Import finished (and failed) cells from their run folders into the store; safe to repeat."""
-    from benchmark.sweep import collect
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.analyses.sweep import collect
 
     _print_collected(collect(_plan(methods, artists, seeds, profile, set_, data_root, home)))
 

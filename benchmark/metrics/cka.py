@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 
 VERSION = "cka-1"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.atomic import atomic_path
-from benchmark.errors import ArtshiftError
+from benchmark.core.atomic import atomic_path
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics import Metric, MetricValue
 
 VERSION = "fid-1"  # bump when the computation changes; stored with every result row

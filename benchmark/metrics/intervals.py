@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from scipy import stats as _stats
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from benchmark.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError
 from benchmark.metrics import Metric, MetricValue
+from benchmark.metrics.mmd import mmd2_unbiased, poly_kernel
 
 if TYPE_CHECKING:
     from benchmark.metrics.fid import Stats
@@ -31,14 +32,7 @@ class KIDResult:
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    d = x.shape[1]
-    m = x.shape[0]
-    kxx = (x @ x.T / d + 1.0) ** 3
-    kyy = (y @ y.T / d + 1.0) ** 3
-    kxy = (x @ y.T / d + 1.0) ** 3
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+    return mmd2_unbiased(poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y))
 
 
 def kid(real: np.ndarray, fake: np.ndarray, n_subsets: int = 100, subset_size: int = 1000,

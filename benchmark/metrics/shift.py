@@ -2,7 +2,7 @@
 
 They need more than one generated and one real feature set (two photo halves, a noise floor,
 paintings paired with their translations), so the evaluation loop skips them
-(``computed_by="bench shift"``) and ``benchmark.shift`` produces them. Every row's ``low`` /
+(``computed_by="bench shift"``) and ``benchmark.analyses.shift`` produces them. Every row's ``low`` /
 ``high`` is a 95% interval: a percentile bootstrap (B = 1000, 200 for the Frechet distance) for
 the distances, the gap closed and CKA; the 2.5/97.5 % of the 20 floor draws or of the 200
 shuffles for the floor and the permutation baseline. ``n_real`` is photo half A's size,

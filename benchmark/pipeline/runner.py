@@ -1,0 +1,427 @@
+"""One benchmark run: fit -> translate every test painting -> evaluate -> record; and the
+uses of a finished run (translate any folder with it, evaluate it with more extractors).
+
+Resumable at every stage: training resumes from its last checkpoint, translation skips
+paintings whose output already exists, and a finished run (``DONE`` marker + a 'done' row in
+the store) is returned from the store instead of being recomputed unless ``force`` is set;
+asked for with other extractor weights, it is evaluated again without retraining.
+
+Translations are named by the source's path relative to its split folder plus ``.png``
+(``dog/pic_001.jpg`` -> ``translated/dog/pic_001.jpg.png``), so ``a.jpg`` and ``a.png`` or two
+classes' ``pic_001.jpg`` never collide, and each image's random state derives from its content
+hash, not its position, so translating one painting alone gives the same pixels as in the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmark import data
+from benchmark.core import paths, registry
+from benchmark.core.atomic import atomic_path, write_atomic
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.locks import RunLock
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import apply_overrides, check_profile, default_weights
+from benchmark.core.spec import SPEC_VERSION, RunSpec
+from benchmark.core.store import MetricRow, Store, check_rows, provenance
+from benchmark.data import resolution
+from benchmark.features.extractor import calibration_photos
+from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
+from benchmark.pipeline.runs import FinishedRun, output_name
+from benchmark.pipeline.training import seed_everything
+
+log = logging.getLogger("artshift.run")
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    spec: RunSpec
+    metrics: list[dict[str, Any]]
+    reused: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+
+
+def to_image(t: torch.Tensor) -> Image.Image:
+    arr = ((t.detach().clamp(-1, 1).float().cpu()[0].permute(1, 2, 0).numpy() + 1.0) * 127.5).round()
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+def save_png_atomic(img: Image.Image, path: Path) -> None:
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        img.save(tmp, format="PNG")
+
+
+def image_seed(seed: int, path: Path) -> int:
+    """Per-image seed from the run seed and the file's content, independent of its position."""
+    h = hashlib.sha256(str(seed).encode() + b"\0")
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return int.from_bytes(h.digest()[:8], "big") % 2**63
+
+
+def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, seed: int, skip_bad: bool,
+                  progress: bool = True, side: int | None = None) -> list[Path]:
+    """Translate each ``(file, relative name)`` at the translate size (``benchmark.data.resolution``:
+    shorter side ``side``, None for its own, up to ``MAX_TRANSLATE_SIDE``) into ``out_dir``, each
+    output resized back to the size of its source (existing outputs kept)."""
+    from tqdm.auto import tqdm
+
+    names = [rel for _, rel in sources]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ArtshiftError(f"two source images share the name {dup[0]!r}", hint="rename one of them")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs, skipped, downscaled = [], [], []
+    for src, rel in tqdm(sources, desc=f"translate {method.name}", disable=not progress, leave=False):
+        dst = out_dir / output_name(rel)
+        if not dst.exists():
+            try:
+                img = data.load_image(src)
+            except data.BadImageError:
+                if not skip_bad:
+                    raise
+                skipped.append(src)
+                continue
+            seed_everything(image_seed(seed, src))
+            work = resolution.work_size(img.width, img.height, side)
+            if work != resolution.work_size(img.width, img.height, side, max_side=2**31):  # the limit applied
+                downscaled.append(f"{rel} ({img.width}x{img.height} -> {work[0]}x{work[1]})")
+            x = img if work == img.size else img.resize(work, resolution.RESAMPLE)
+            out = method.translate(to_tensor(x).to(method.device))  # methods pick their own autograd mode
+            if out.shape != (1, 3, x.height, x.width):
+                raise RuntimeError(f"{method.name}.translate returned shape {tuple(out.shape)} for a "
+                                   f"{x.width}x{x.height} image")
+            if not torch.isfinite(out).all():
+                raise ArtshiftError(f"{method.name} produced non-finite pixels for {src}",
+                                    hint="the model diverged: re-run with --force, another seed or a lower lr")
+            result = to_image(out)
+            if result.size != img.size:  # back to the painting's own size: every output matches its source
+                result = result.resize(img.size, resolution.RESAMPLE)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            save_png_atomic(result, dst)
+        outputs.append(dst)
+    if skipped:
+        log.warning("skipped %d bad images: %s", len(skipped), ", ".join(map(str, skipped)))
+    if downscaled:
+        log.warning("%d paintings are larger than the maximum translate size (longer side %d px): downscaled "
+                    "(bicubic), translated, and the translation resized back to the painting's size: %s",
+                    len(downscaled), resolution.MAX_TRANSLATE_SIDE, ", ".join(downscaled))
+    return outputs
+
+
+def painting_sources(domain: data.Domain) -> list[tuple[Path, str]]:
+    return [(p, domain.relpath(p)) for p in domain.paintings_test]
+
+
+def run_dir_for(home: Path, spec: RunSpec) -> Path:
+    return home / "runs" / spec.method / spec.artist / spec.run_id
+
+
+def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors: tuple[str, ...] | list[str],
+             weights: str, metrics: list[str] | None, skip_bad: bool, progress: bool,
+             device: str, side: int | None) -> tuple[list[MetricRow], list[Path]]:
+    """Every applicable metric row of ``outputs`` against the domain's photo test set, resized down
+    and up to the translate ``side`` as the outputs were (nothing written)."""
+    rows: list[MetricRow] = []
+    skipped: list[Path] = []
+    photos = resolution.reference_copies(domain.photos_test, side, home / "cache" / "resized", skip_bad=skip_bad)
+    for name in extractors:
+        extractor = make_extractor(weights, calibration_photos(domain), home, device=device, name=name)
+        ev = evaluate_paths(outputs, photos, extractor, home / "cache" / "stats", skip_bad=skip_bad,
+                            progress=progress, metrics=metrics)
+        rows += ev.rows
+        skipped += [p for p in ev.skipped if p not in skipped]
+    return rows, skipped
+
+
+def _record_failure(store: Store, run_id: str, exc: BaseException, timings: dict[str, float]) -> None:
+    """Mark a run failed (or interrupted: Ctrl-C, SIGTERM), never hiding the original error."""
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        store.finish_run(run_id, status, timings, error=f"{type(exc).__name__}: {exc}")
+    except Exception as record_exc:  # e.g. a full disk: the original error is the one to see
+        log.error("could not record run %s as %s: %s", run_id, status, record_exc)
+
+
+def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
+    write_atomic(run_dir / "metrics.json", json.dumps(store.metrics_for(run_id), indent=2))
+
+
+def _write_status(run_dir: Path, status: str, timings: dict[str, float], *, error: str | None = None,
+                  method_weights: str | None = None) -> None:
+    """How the run ended, in its own folder: what `bench sweep status` shows and `collect` imports
+    (sweep workers never open the shared store). Never hides the run's own error."""
+    try:
+        write_atomic(run_dir / "status.json", json.dumps(
+            {"status": status, "error": error, "timings": timings, "method_weights": method_weights,
+             "provenance": provenance(), "finished_at": time.time()}, indent=2, default=str))
+    except Exception as exc:  # e.g. a full disk
+        log.error("could not write %s: %s", run_dir / "status.json", exc)
+
+
+def rows_as_json(run_id: str, rows: list[MetricRow]) -> list[dict[str, Any]]:
+    """Metric rows as ``metrics.json`` holds them (the store's columns)."""
+    now = time.time()
+    return [{"run_id": run_id, **dataclasses.asdict(r), "created_at": now} for r in rows]
+
+
+def make_spec(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
+              data_fingerprint: str) -> tuple[Any, Any, RunSpec]:
+    """(method class, resolved config, v2 spec): the id hashes the coerced config, not the typed text."""
+    registry.methods.entry(method)  # did-you-mean before any expensive work
+    check_profile(profile)
+    cls = registry.methods.get(method)
+    config = apply_overrides(cls.default_config(profile), overrides)
+    coerced = {k: getattr(config, k) for k in overrides}
+    spec = RunSpec.make(method, artist, profile, seed, coerced, data_fingerprint, config=config,
+                        method_version=str(cls.VERSION), translate_side=resolution.side_for(profile))
+    return cls, config, spec
+
+
+def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: dict[str, str],
+                 data_root: Path | None, home: Path, progress: bool) -> tuple[Any, Any, data.Domain, RunSpec, Path]:
+    make_spec(method, artist, profile, seed, overrides, "")  # check names and overrides before touching data
+    root = paths.data_root(data_root)
+    data.check_artist(artist, root, home)  # artists with a folder under the root or a manifest in home count
+    domain = data.ensure_domain(artist, root, home, progress=progress)  # fetched (verified) when missing + online
+    cls, config, spec = make_spec(method, artist, profile, seed, overrides, data.split_fingerprint(domain))
+    return cls, config, domain, spec, root
+
+
+def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
+            overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
+            force: bool = False, weights: str | None = None, deterministic: bool = False,
+            skip_bad: bool = False, progress: bool = True, device: str = "cpu",
+            store: Store | None = None, wait: float = 0.0, worker: bool = False) -> RunResult:
+    """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded.
+
+    ``wait``: seconds to wait while another process holds this run (0: say who holds it, at once).
+    ``worker``: a sweep worker, possibly on a network file system where SQLite locking is unsafe:
+    the result goes only into the run folder (``metrics.json``, ``status.json``, ``DONE``) and the
+    store is never opened; ``benchmark.analyses.sweep.collect`` imports it later, from one process.
+    """
+    overrides = dict(overrides or {})
+    home = paths.home(home)
+    if not worker:
+        store = store or Store(home / "results.sqlite")
+    cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
+                                                   progress)
+    run_dir = run_dir_for(home, spec)
+    # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
+    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
+        done_marker = run_dir / "DONE"
+        if worker and not force and done_marker.exists() and (run_dir / "metrics.json").exists():
+            return RunResult(spec.run_id, run_dir, spec, json.loads((run_dir / "metrics.json").read_text()),
+                             reused=True)
+        stored = store.run(spec.run_id) if store is not None else None
+        if store is not None and not force and done_marker.exists() and stored and stored["status"] == "done":
+            rows: list[MetricRow] = []
+            if weights is not None:  # asked for specific extractor weights: measure with them unless already done
+                ids = {r["extractor_id"] for r in store.metrics_for(spec.run_id)}
+                extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
+                if extractor.id not in ids:
+                    outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
+                    rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
+                                       weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device,
+                                       side=spec.translate_side)
+                    store.add_metrics(spec.run_id, rows)
+                    _write_metrics_json(run_dir, store, spec.run_id)
+            return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
+                             timings=json.loads(stored["timings_json"] or "{}"))
+        if force:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            if store is not None:  # a worker's run: collect replaces all of the run's rows
+                store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.json").write_text(json.dumps(
+            {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
+             "data_root": str(root), "layout": domain.layout,
+             "translate": resolution.describe(spec.translate_side)},
+            indent=2, default=str))
+        (run_dir / "status.json").unlink(missing_ok=True)  # a previous attempt's failure no longer holds
+        if store is not None:
+            store.start_run(spec.run_id, kind="run", method=method, artist=artist, profile=profile, seed=seed,
+                            spec_json=spec.canonical_json(), run_dir=str(run_dir),
+                            data_fingerprint=spec.data_fingerprint, spec_version=SPEC_VERSION)
+        file_log = logging.FileHandler(run_dir / "log.txt")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("artshift").addHandler(file_log)
+        timings: dict[str, float] = {}
+        try:
+            ctx = RunContext(run_dir=run_dir, home=home, seed=seed, deterministic=deterministic,
+                             device=torch.device(device), progress=progress)
+            seed_everything(seed)
+            model = cls(config, device)
+            t = time.perf_counter()
+            model.fit(TrainData(artist, list(domain.paintings_train), list(domain.photos_train), skip_bad), ctx)
+            timings["fit_s"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            outputs = translate_all(model, painting_sources(domain), run_dir / "translated", seed, skip_bad, progress,
+                                    side=spec.translate_side)
+            timings["translate_s"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            rows, skipped = _measure(outputs, domain, home, extractors=DEFAULT_EXTRACTORS,
+                                     weights=weights or default_weights(profile), metrics=None, skip_bad=skip_bad,
+                                     progress=progress, device=device, side=spec.translate_side)
+            timings["evaluate_s"] = time.perf_counter() - t
+            # the rows and the 'done' status in one transaction; a method's own network weights
+            # (Gatys' VGG-19) label the row when not the standard ones
+            method_weights = getattr(model, "weights_id", None)
+            if store is not None:
+                store.finish_run(spec.run_id, "done", timings, method_weights=method_weights, rows=rows)
+                _write_metrics_json(run_dir, store, spec.run_id)
+            else:
+                check_rows(spec.run_id, rows, done=True)
+                write_atomic(run_dir / "metrics.json", json.dumps(rows_as_json(spec.run_id, rows), indent=2))
+            _write_status(run_dir, "done", timings, method_weights=method_weights)
+            done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        except BaseException as exc:
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl-C, SIGTERM, a scheduler's requeue
+            _write_status(run_dir, "interrupted" if interrupted else "failed", timings,
+                          error=f"{type(exc).__name__}: {exc}")
+            if store is not None:
+                _record_failure(store, spec.run_id, exc, timings)
+            raise
+        finally:
+            logging.getLogger("artshift").removeHandler(file_log)
+            file_log.close()
+        metrics = store.metrics_for(spec.run_id) if store is not None else rows_as_json(spec.run_id, rows)
+        return RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
+
+
+def _as_field_value(value: Any) -> Any:
+    """JSON lists back to the tuples config dataclasses use."""
+    if isinstance(value, list):
+        return tuple(_as_field_value(v) for v in value)
+    return value
+
+
+def _rebuild_config(cls: Any, profile: str, stored: dict[str, Any]) -> Any:
+    default = cls.default_config(profile)
+    names = {f.name for f in dataclasses.fields(default)}
+    return dataclasses.replace(default, **{k: _as_field_value(v) for k, v in stored.items() if k in names})
+
+
+def load_trained(run: FinishedRun, home: Path, *, data_root: Path | None = None, device: str = "cpu",
+                 progress: bool = False) -> tuple[Any, data.Domain]:
+    """The run's method with its final state (a finished fit only loads its checkpoint)."""
+    cls = registry.methods.get(run.method)
+    made_by = run.spec.method_version
+    if run.spec.spec_version >= 2 and made_by and str(made_by) != str(cls.VERSION):
+        # its checkpoint belongs to other code (e.g. CUT v1's plain networks): refuse before a
+        # state-dict mismatch deep in fit() says less; its translations and rows stay usable
+        raise ArtshiftError(f"run {run.run_id} was made by {run.method} v{made_by}; this code is {run.method} "
+                            f"v{cls.VERSION} and cannot rebuild its model",
+                            hint=f"its stored translations still work with `bench eval --run {run.run_id}`; for a "
+                                 f"model of today's code run `bench run --method {run.method} --artist {run.artist} "
+                                 f"--profile {run.profile} --seed {run.seed}` (a new run id)")
+    config = _rebuild_config(cls, run.profile, run.config)
+    root = paths.data_root(data_root) if data_root else run.data_root
+    domain = data.ensure_domain(run.artist, root, home, progress=progress)
+    ctx = RunContext(run_dir=run.run_dir, home=home, seed=run.seed, device=torch.device(device), progress=progress)
+    seed_everything(run.seed)
+    model = cls(config, device)
+    model.fit(TrainData(run.artist, list(domain.paintings_train), list(domain.photos_train)), ctx)
+    return model, domain
+
+
+def translate_run(run: FinishedRun, images: Path, out_dir: Path, *, home: Path | None = None,
+                  data_root: Path | None = None, skip_bad: bool = False, device: str = "cpu",
+                  progress: bool = True) -> list[Path]:
+    """``bench translate``: apply a finished run to every image in ``images`` (its own size) -> ``out_dir``."""
+    home = paths.home(home)
+    images = Path(images)
+    files = data.list_images(images)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == images.resolve():
+        raise ArtshiftError(f"--out {out_dir} is the input folder", hint="write translations to another folder")
+    model, _ = load_trained(run, home, data_root=data_root, device=device, progress=progress)
+    sources = [(p, p.relative_to(images).as_posix()) for p in files]
+    return translate_all(model, sources, out_dir, run.seed, skip_bad, progress, side=run.spec.translate_side)
+
+
+def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: str | None = None,
+                 home: Path | None = None, data_root: Path | None = None, skip_bad: bool = False,
+                 progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
+    """``bench eval --run``: (re-)measure a finished run's stored translations; no training."""
+    home = paths.home(home)
+    store = store or Store(home / "results.sqlite")
+    extractors, metrics = split_with(with_ or [], run.artist, home=home, run_id=run.run_id)
+    root = paths.data_root(data_root) if data_root else run.data_root
+    domain = data.ensure_domain(run.artist, root, home, progress=progress)
+    outputs = [run.output(rel) for _, rel in painting_sources(domain)]
+    missing = [o for o in outputs if not o.exists()]
+    if missing and not skip_bad:
+        raise ArtshiftError(f"run {run.run_id} lacks {len(missing)} translation(s), e.g. {missing[0]}",
+                            hint="run `bench run` for it again (it resumes), or pass --on-bad-image skip")
+    t = time.perf_counter()
+    rows, skipped = _measure([o for o in outputs if o.exists()], domain, home, extractors=extractors,
+                             weights=weights or default_weights(run.profile), metrics=metrics, skip_bad=skip_bad,
+                             progress=progress, device=device, side=run.spec.translate_side)
+    store.add_metrics(run.run_id, rows)
+    _write_metrics_json(run.run_dir, store, run.run_id)
+    measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
+    shown = [m for m in store.metrics_for(run.run_id)
+             if (m["metric"], m["layer"], m["extractor_id"], m["resize_mode"]) in measured]
+    return RunResult(run.run_id, run.run_dir, run.spec, shown,
+                     timings={"evaluate_s": time.perf_counter() - t}, skipped=[str(p) for p in skipped + missing])
+
+
+def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | None = None,
+                    home: Path | None = None, weights: str = "auto", with_: list[str] | None = None,
+                    skip_bad: bool = False, progress: bool = True, device: str = "cpu",
+                    store: Store | None = None) -> RunResult:
+    """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift)."""
+    home = paths.home(home)
+    root = paths.data_root(data_root)
+    data.check_artist(artist, root, home)
+    store = store or Store(home / "results.sqlite")
+    extractors, metrics = split_with(with_ or [], artist, home=home)
+    images = Path(images)
+    fakes, bad = data.readable_images(data.list_images(images), "skip" if skip_bad else "error")
+    if not fakes:
+        raise ArtshiftError(f"none of the images in {images} can be read ({data.skipped_summary(bad)})")
+    domain = data.ensure_domain(artist, root, home, progress=progress)
+    fake_fp = data.fingerprint(fakes)
+    data_fp = data.fingerprint(domain.photos_test)
+    spec = RunSpec.make(name, artist, "external", 0, {"images": fake_fp}, data_fp)
+    store.start_run(spec.run_id, kind="eval", method=name, artist=artist, profile="external", seed=None,
+                    spec_json=spec.canonical_json(), run_dir=str(images.resolve()), data_fingerprint=data_fp)
+    try:
+        t = time.perf_counter()
+        rows, skipped = _measure(fakes, domain, home, extractors=extractors, weights=weights, metrics=metrics,
+                                 skip_bad=skip_bad, progress=progress, device=device, side=None)
+        timings = {"evaluate_s": time.perf_counter() - t}
+        store.finish_run(spec.run_id, "done", timings, rows=rows)
+    except BaseException as exc:
+        _record_failure(store, spec.run_id, exc, {})
+        raise
+    return RunResult(spec.run_id, images, spec, store.metrics_for(spec.run_id), timings=timings,
+                     skipped=[str(p) for p, _ in bad] + [str(p) for p in skipped])
+
+
+__all__ = ["RunResult", "execute", "evaluate_folder", "evaluate_run", "translate_run", "MetricRow"]
