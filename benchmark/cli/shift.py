@@ -1,4 +1,4 @@
-"""``bench shift``: distance to photos and content kept, layer by layer, on VGG-19 and ResNet-152.
+"""``bench shift``: distance to photos and content kept, layer by layer, on every real network here.
 
 It lives in reports/ because it draws the figures (``reports.plots``); the computation is
 ``benchmark.analyses.shift``, which never imports reports."""
@@ -30,8 +30,11 @@ def shift_cmd(
                                                            "run of the artist at --profile/--seed, newest per method)"),
     profile: str = typer.Option("smoke", "--profile", "-p"),
     seed: int = typer.Option(0, "--seed"),
-    layers: Optional[str] = typer.Option(None, "--layers", help="layer ids, e.g. vgg19:relu4_2,resnet152:layer3 "
-                                                               "(default: every layer of both networks)"),
+    networks: Optional[str] = typer.Option(None, "--networks", help="fid-inception, effnet-lite0, vgg19, resnet152, "
+                                                                   "comma-separated (default: every network whose "
+                                                                   "real weights resolve here)"),
+    layers: Optional[str] = typer.Option(None, "--layers", help="layer ids, e.g. effnet-lite0:1280,vgg19:relu4_2 "
+                                                               "(default: every layer of the networks)"),
     weights: Optional[Weights] = typer.Option(None, "--weights", help="extractor weights (default: the profile's)"),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", help="use a fixed random subset of the photo "
                                                                         "test set (both halves together)"),
@@ -48,7 +51,7 @@ def shift_cmd(
     from reports.plots import shift_figures
 
     ids = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
-    res = run_shift(artist, runs=ids, profile=profile, seed=seed, layers=layers,
+    res = run_shift(artist, runs=ids, profile=profile, seed=seed, layers=layers, networks=networks,
                     weights=weights.value if weights else None, data_root=data_root, home=home, out_dir=out_dir,
                     max_photos=max_photos, progress=not quiet, device=device, figures=shift_figures)
     r = res.result

@@ -15,7 +15,7 @@ from benchmark.metrics import Metric
 from benchmark.metrics.cka import VERSION as CKA_VERSION
 
 VERSION = "shift-1"
-ANALYSIS_LAYERS = ("vgg19:*", "resnet152:*")
+ANALYSIS_LAYERS = ("inception:*", "effnet-lite0:*", "vgg19:*", "resnet152:*")
 
 KID = Metric("shift_kid", None, ANALYSIS_LAYERS, higher_is_better=False, version=VERSION,
              params=(("kernel", "(x.y/d+1)^3"), ("estimator", "full-set unbiased MMD^2"), ("reference", "photo half A"),
