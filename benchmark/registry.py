@@ -82,6 +82,8 @@ methods.register("fastcut", "baselines.cut:FastCUT",
                  "FastCUT (Park et al. 2020): PatchNCE x10, no identity NCE, flip equivariance")
 methods.register("gatys", "baselines.gatys:Gatys",
                  "neural style transfer (Gatys et al. 2016): VGG-19 Gram matrices, L-BFGS per image")
+methods.register("adain", "baselines.adain:AdaIN",
+                 "AdaIN style transfer (Huang & Belongie 2017): VGG-19 relu4_1 encoder, trained decoder, a photo as style")
 
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features:create",
