@@ -84,6 +84,8 @@ methods.register("gatys", "baselines.gatys:Gatys",
                  "neural style transfer (Gatys et al. 2016): VGG-19 Gram matrices, L-BFGS per image")
 methods.register("adain", "baselines.adain:AdaIN",
                  "AdaIN style transfer (Huang & Belongie 2017): VGG-19 relu4_1 encoder, trained decoder, a photo as style")
+methods.register("johnson", "baselines.johnson:Johnson",
+                 "fast style transfer (Johnson et al. 2016, instance norm): feed-forward net, perceptual loss to photo Grams")
 
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features:create",
