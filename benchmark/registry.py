@@ -86,6 +86,8 @@ methods.register("adain", "baselines.adain:AdaIN",
                  "AdaIN style transfer (Huang & Belongie 2017): VGG-19 relu4_1 encoder, trained decoder, a photo as style")
 methods.register("johnson", "baselines.johnson:Johnson",
                  "fast style transfer (Johnson et al. 2016, instance norm): feed-forward net, perceptual loss to photo Grams")
+methods.register("munit", "baselines.munit:MUNIT",
+                 "MUNIT (Huang et al. 2018): content/style auto-encoders, AdaIN decoder, 3-scale LSGAN discriminators")
 
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features:create",
