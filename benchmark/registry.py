@@ -88,6 +88,8 @@ methods.register("johnson", "baselines.johnson:Johnson",
                  "fast style transfer (Johnson et al. 2016, instance norm): feed-forward net, perceptual loss to photo Grams")
 methods.register("munit", "baselines.munit:MUNIT",
                  "MUNIT (Huang et al. 2018): content/style auto-encoders, AdaIN decoder, 3-scale LSGAN discriminators")
+methods.register("unit", "baselines.unit:UNIT",
+                 "UNIT (Liu et al. 2017): VAE-GAN auto-encoders with a shared latent space, 3-scale LSGAN discriminators")
 
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features:create",
