@@ -110,9 +110,9 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(load_size=48, crop_size=32, batch_size=2, max_iter=10, weights="auto", normalise_photos=4,
                normalise_size=32, checkpoint_every=5),
     # minutes on 2 CPU cores: the reference's resize-to-2x-then-crop at 64 px crops, batch 4; an
-    # iteration at batch 2 cost 0.64x a CycleGAN smoke iteration, alternating in one process
-    # (docs/methods/adain.md), so 1000 at batch 4 ~ 1300 CycleGAN iterations
-    "smoke": dict(load_size=128, crop_size=64, batch_size=4, max_iter=1000, weights="auto", normalise_photos=16,
+    # iteration cost 3.8x a CycleGAN smoke iteration (1 thread, alternating in one process,
+    # docs/methods/adain.md), so 500 of them ~ 1900 CycleGAN smoke iterations
+    "smoke": dict(load_size=128, crop_size=64, batch_size=4, max_iter=500, weights="auto", normalise_photos=16,
                   normalise_size=128, checkpoint_every=250),
     # about an hour on one GPU: the reference's sizes, a tenth of its iterations
     "quick": dict(max_iter=16_000, checkpoint_every=2000),

@@ -122,9 +122,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(load_size=32, crop_size=32, batch_size=2, max_iter=10, ngf=8, n_res=2, style_photos=4, style_size=32,
                weights="auto", normalise_photos=4, normalise_size=32, checkpoint_every=5),
     # minutes on 2 CPU cores: the reference's network on 64 px paintings (144 px after its 40 px
-    # start pad), batch 4; an iteration at batch 2 cost 0.8x a CycleGAN smoke iteration
-    "smoke": dict(load_size=64, crop_size=64, batch_size=4, max_iter=800, style_photos=32, style_size=64,
-                  weights="auto", normalise_photos=16, normalise_size=128, checkpoint_every=200),
+    # start pad), batch 4; an iteration cost 4.2x a CycleGAN smoke iteration (1 thread, alternating
+    # in one process), so 450 of them ~ 1900 CycleGAN smoke iterations
+    "smoke": dict(load_size=64, crop_size=64, batch_size=4, max_iter=450, style_photos=32, style_size=64,
+                  weights="auto", normalise_photos=16, normalise_size=128, checkpoint_every=150),
     # about an hour on one GPU: the reference's sizes, a quarter of its iterations
     "quick": dict(max_iter=10_000),
     "paper": dict(),
