@@ -27,6 +27,8 @@ from benchmark.pipeline.training import CHECKPOINT, IterativeMethod
 
 OVERRIDES: dict[str, dict[str, str]] = {
     "gatys": {"weights": "random"},  # no ImageNet VGG-19 file in tests; the random-init one is labelled
+    "adain": {"weights": "random"},  # the same VGG-19 policy as gatys (ci's "auto" would try a download)
+    "johnson": {"weights": "random"},  # likewise
 }
 
 

@@ -82,6 +82,14 @@ methods.register("fastcut", "baselines.cut:FastCUT",
                  "FastCUT (Park et al. 2020): PatchNCE x10, no identity NCE, flip equivariance")
 methods.register("gatys", "baselines.gatys:Gatys",
                  "neural style transfer (Gatys et al. 2016): VGG-19 Gram matrices, L-BFGS per image")
+methods.register("adain", "baselines.adain:AdaIN",
+                 "AdaIN style transfer (Huang & Belongie 2017): VGG-19 relu4_1 encoder, trained decoder, a photo as style")
+methods.register("johnson", "baselines.johnson:Johnson",
+                 "fast style transfer (Johnson et al. 2016, instance norm): feed-forward net, perceptual loss to photo Grams")
+methods.register("munit", "baselines.munit:MUNIT",
+                 "MUNIT (Huang et al. 2018): content/style auto-encoders, AdaIN decoder, 3-scale LSGAN discriminators")
+methods.register("unit", "baselines.unit:UNIT",
+                 "UNIT (Liu et al. 2017): VAE-GAN auto-encoders with a shared latent space, 3-scale LSGAN discriminators")
 
 # --- feature extractors ------------------------------------------------------------------
 extractors.register("inception", "benchmark.features.inception:create",
