@@ -49,10 +49,10 @@ from baselines.style_vgg import (
     scaled_id,
     use_reflection_padding_,
 )
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_config, check_profile
 from benchmark.data import BadImageError, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_config, check_profile
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 CONTENT_LAYER = "relu4_1"

@@ -48,11 +48,11 @@ from baselines.style_vgg import (
     load_vgg19,
     scaled_id,
 )
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_config, check_profile
 from benchmark.data import BadImageError, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_config, check_profile
-from benchmark.vgg import VGG19_LAYERS
+from benchmark.features.vgg import VGG19_LAYERS
 
 
 @dataclass

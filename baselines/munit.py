@@ -49,10 +49,10 @@ from baselines.munit_networks import (
     weights_init,
 )
 from baselines.networks import pad_to_multiple
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.method import RunContext, TrainData
+from benchmark.core.profiles import check_config, check_profile
 from benchmark.data import BadImageError, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.method import RunContext, TrainData
-from benchmark.profiles import check_config, check_profile
 
 STYLES = ("random", "reference")
 

@@ -3,8 +3,8 @@
 One policy with Gatys (``baselines.gatys``), reused rather than re-decided:
 
 - ``weights="pretrained"``: torchvision's ImageNet VGG-19, sha256-checked through
-  ``benchmark.weights`` (``gatys.pretrained_vgg19``: the same error and hint when missing);
-- ``weights="random"``: the seeded fan-in Kaiming VGG-19 of ``benchmark.vgg.random_vgg19``,
+  ``benchmark.features.weights`` (``gatys.pretrained_vgg19``: the same error and hint when missing);
+- ``weights="random"``: the seeded fan-in Kaiming VGG-19 of ``benchmark.features.vgg.random_vgg19``,
   labelled ``random-init:seed<N>:sd-<hash>`` (a warning says it is not comparable);
 - ``weights="auto"`` (ci/smoke): pretrained when present or downloadable, otherwise that
   random-init network with a warning; a present but corrupt file is an error, never a silent
@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.gatys import _to_float, apply_scales_, mean_activation_scales, pretrained_vgg19, scales_hash
-from benchmark.data import BadImageError, load_image
-from benchmark.errors import ArtshiftError
-from benchmark.vgg import VGG19_LAYERS, VGGFeatures, random_vgg19
+from benchmark.core.errors import ArtshiftError
+from benchmark.data import BadImageError, load_image, offline
+from benchmark.features import weights as weight_files
+from benchmark.features.vgg import VGG19_LAYERS, VGGFeatures, random_vgg19
 
 WEIGHTS = ("pretrained", "random", "auto")
 
@@ -42,9 +43,6 @@ def load_vgg19(who: str, weights: str, random_init_seed: int, allow_download: bo
         raise ArtshiftError(f"{who}: unknown weights {weights!r}",
                             hint="use weights=pretrained (ImageNet VGG-19), weights=random (labelled) or weights=auto")
     if weights == "auto":
-        from benchmark import weights as weight_files
-        from benchmark.data import offline
-
         try:
             vgg, wid = pretrained_vgg19(not offline(), home)
         except ArtshiftError as exc:

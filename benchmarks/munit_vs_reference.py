@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from baselines.munit import MUNIT  # noqa: E402
-from benchmark.profiles import apply_overrides, parse_overrides  # noqa: E402
+from benchmark.core.profiles import apply_overrides, parse_overrides  # noqa: E402
 
 
 def reference_trainer(path: Path, c):

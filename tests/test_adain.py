@@ -10,9 +10,9 @@ from helpers_methods import painting_batch, tiny_data, tiny_run
 from test_cyclegan import assert_states_equal
 
 from baselines import adain as A
-from benchmark.errors import ArtshiftError
-from benchmark.profiles import apply_overrides
-from benchmark.training import CHECKPOINT, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides
+from benchmark.pipeline.training import CHECKPOINT, train
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from test_cyclegan import assert_states_equal
 
 from baselines import munit as MU
 from baselines import munit_networks as N
-from benchmark.errors import ArtshiftError
-from benchmark.profiles import apply_overrides
-from benchmark.training import CHECKPOINT, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides
+from benchmark.pipeline.training import CHECKPOINT, train
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_reference_style_encodes_a_training_photo(trained, monkeypatch):
 
 
 def test_style_choice_is_in_the_run_id_and_label():
-    from benchmark.spec import RunSpec
+    from benchmark.core.spec import RunSpec
 
     default = MU.MUNIT.default_config("smoke")
     ref = apply_overrides(default, {"style": "reference"})

@@ -11,9 +11,9 @@ from test_cyclegan import assert_states_equal
 
 from baselines import munit_networks as N
 from baselines import unit as U
-from benchmark.errors import ArtshiftError
-from benchmark.profiles import apply_overrides
-from benchmark.training import CHECKPOINT, train
+from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import apply_overrides
+from benchmark.pipeline.training import CHECKPOINT, train
 
 
 @pytest.fixture(scope="module")
