@@ -131,3 +131,4 @@ commands.register("study", "reports.study_cli:register", "study make|serve|tally
 commands.register("grid", "reports.grid_cli:register", "grid: paintings beside each method's translation (PNG + PDF)")
 commands.register("sweep", "benchmark.cli.sweep:register", "sweep plan|launch|status|collect: methods x artists x seeds")
 commands.register("report", "reports.report_cli:register", "report, ci: static HTML report; the CI leaderboard")
+commands.register("store", "benchmark.cli.store:register", "store rebuild: the results index rebuilt from the run folders")

@@ -27,7 +27,7 @@ import torch
 from baselines.cyclegan import PROFILE_SETTINGS, CycleGAN, CycleGANConfig
 from benchmark.method import RunContext, TrainData
 from benchmark.profiles import check_profile
-from methods.memory_bank import BankSpec, format_scales, parse_scales
+from methods.memory_bank import BACKENDS, GEOMETRIES, INDEX_TYPES, BankSpec, format_scales, parse_scales
 
 if TYPE_CHECKING:
     from methods.contextual import ContextualLoss
@@ -74,6 +74,8 @@ class OursConfig(CycleGANConfig):
 
     RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "min_recall": (0, 1), "recall_guard_queries": (1, None), "search_chunk": (0, None), "k": (1, None)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "search_geometry": GEOMETRIES, "bank_index": INDEX_TYPES, "search_backend": BACKENDS}
 
 
 # Bank settings per profile on top of CycleGAN's: small banks are exact; the smoke bank

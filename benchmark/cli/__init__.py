@@ -50,13 +50,53 @@ def build_app(groups: Optional[registry.Registry[Any]] = None) -> typer.Typer:
 app = build_app()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (start-up, translation, evaluation): stop like Ctrl-C, so the run
+    records itself as interrupted and the console says how to resume."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _interrupt(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt behind ``exc`` (typer turns one into a silent ``Exit(130)``)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Print the one line that says how to resume, and exit 143 (SIGTERM) or 130 (Ctrl-C)."""
+    text = str(exc).strip()
+    term = isinstance(exc, Terminated) or text.startswith("SIGTERM")
+    if "run the same command again" not in text:
+        text = f"{'SIGTERM' if term else 'interrupted'}: stopped; run the same command again to resume"
+    err.print(f"interrupted: {escape(text)}", highlight=False, soft_wrap=True)
+    sys.exit(143 if term else 130)
+
+
 def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as escapes
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except SystemExit as exc:
+        cause = _interrupt(exc) if exc.code == 130 else None
+        if cause is None:
+            raise
+        _interrupted(cause)
     except ArtshiftError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -69,6 +109,5 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}')}\n"
                   f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
