@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from PIL import Image
 from torch import nn
 
 from benchmark import data, paths, registry, resolution
+from benchmark.atomic import atomic_path
 from benchmark.errors import ArtshiftError
 from benchmark.metrics import display_name
 from benchmark.metrics.intervals import McNemar, Proportion, mcnemar_exact, wilson
@@ -277,12 +277,10 @@ def get_classifier(domain: data.Domain, cfg: ClassifierConfig, home: Path, *, de
     t = time.perf_counter()
     net = train(x, y, len(classes), cfg, device=device, progress=progress)
     train_s = time.perf_counter() - t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = {"n_train": len(photos), "train_s": train_s, "config": dataclasses.asdict(cfg), "classes": list(classes),
             "version": VERSION, "torch_threads": torch.get_num_threads()}
-    torch.save({"state_dict": net.state_dict(), "meta": json.dumps(meta)}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a full disk: one line naming the folder, no temporary file left
+        torch.save({"state_dict": net.state_dict(), "meta": json.dumps(meta)}, tmp)
     return Classifier(net, classes, cfg, key, len(photos), train_s, device)
 
 

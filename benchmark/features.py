@@ -350,9 +350,11 @@ class FIDInceptionExtractor:
         return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
 
     def save_weights(self, path: Path) -> Path:
+        from benchmark.atomic import atomic_path
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path)
+        with atomic_path(path) as tmp:  # a full disk: one line naming the folder, the old file kept
+            torch.save(self.state_dict(), tmp)
         return path
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:

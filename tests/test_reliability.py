@@ -549,3 +549,18 @@ def test_eval_against_other_photos_is_a_new_row_and_never_replaces_the_runs_own(
     assert f"reference photos {ref[:12]}" in table
     bench("store", "rebuild")  # kept in <home>/evals: the rebuilt index has it too
     assert bench("leaderboard", "--format", "csv")[0] == table
+
+
+@pytest.mark.parametrize("exc,needle", [
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4416 vs 4288"), "the disk is full"),
+    (OSError(28, "No space left on device", "/somewhere/full/spec.json"), "the file system of /somewhere/full is full"),
+])
+def test_a_full_disk_outside_an_atomic_write_is_still_one_line(exc, needle, monkeypatch):
+    from benchmark import runner
+
+    def fail(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(runner, "execute", fail)
+    _, err = bench("run", "--method", "original", "--artist", "monet", "--profile", "ci", code=2)
+    assert needle in error_line(err) and "run the same command again" in err

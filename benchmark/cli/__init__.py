@@ -88,8 +88,17 @@ def main() -> None:
     import signal
     import threading
 
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _main()
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts): leave the handler as it was
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     try:
         app()
     except SystemExit as exc:
@@ -106,7 +115,28 @@ def main() -> None:
         # a full disk or a folder the user cannot write: their machine, not our code; the run
         # itself is already recorded as failed (and its temporary files removed) by the runner
         where = f" {exc.filename}" if exc.filename else ""
-        err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}')}\n"
+        extra = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:  # which folder is full, and how full
+            from pathlib import Path
+
+            from benchmark.atomic import free_mb
+
+            folder = Path(str(exc.filename)).parent
+            free = free_mb(folder)
+            extra = f" (the file system of {folder} is full" + (f", {free:.2f} MB free)" if free is not None else ")")
+        err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}{extra}')}\n"
+                  f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except RuntimeError as exc:
+        from benchmark.atomic import disk_full
+
+        if not disk_full(exc):
+            raise  # a bug: keep its traceback
+        # torch's zip writer outside an atomic write: it does not say which file
+        from benchmark import paths
+
+        first = str(exc).strip().splitlines()[0][:200]
+        err.print(f"[bold red]error:[/] {escape(f'a file could not be written: the disk is full ({first}); check the file system of {paths.home()}')}\n"
                   f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
