@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from baselines.networks import (
+    NORMS,
     ImagePool,
     PatchDiscriminator,
     ResnetGenerator,
@@ -94,6 +95,7 @@ class UnpairedTrainingConfig:
         "n_layers_D": (1, None), "init_gain": (0, None), "lr": (1e-12, 1.0), "beta1": (0, 0.999999),
         "beta2": (0, 0.999999), "batch_size": (1, None), "n_epochs": (0, None), "n_epochs_decay": (0, None),
         "epoch_size": (1, None), "checkpoint_every": (1, None)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"norm": NORMS}
 
     def check(self) -> list[str]:
         problems = []

@@ -42,7 +42,7 @@ import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,10 @@ class GatysConfig:
     style_policy: str = "random"  # "random" (seeded per painting) or "nearest" (VGG pool5; a variant)
     index_size: int = 224  # side the paintings and photos are resized to for the pool-feature index
     max_style_photos: int = 0  # 0 = index all training photos; else a seeded subsample of this many
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "weights": ("pretrained", "random", "auto"), "content_loss": CONTENT_LOSSES, "pooling": POOLINGS,
+        "style_policy": POLICIES}
 
 
 def pretrained_vgg19(allow_download: bool = False, home: Path | None = None) -> tuple[VGGFeatures, str]:
@@ -382,10 +386,12 @@ class Gatys(Method):
                 self.photo_paths, self.photo_features = photos, None
             else:
                 self.photo_paths, self.photo_features = self._index(photos, data.skip_bad_images, run)
-            save_atomic({"key": key, "paths": [str(p) for p in self.photo_paths], "scales": scales,
-                         "features": self.photo_features}, cache)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "weights_id.txt").write_text(f"vgg19 {self.weights_id}\n")
+            if not run.read_only:  # a finished run is never written to (its index was checked before)
+                save_atomic({"key": key, "paths": [str(p) for p in self.photo_paths], "scales": scales,
+                             "features": self.photo_features}, cache)
+        if not run.read_only:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            (run.run_dir / "weights_id.txt").write_text(f"vgg19 {self.weights_id}\n")
 
     def _index(self, photos: list[Path], skip_bad: bool, run: RunContext) -> tuple[list[Path], torch.Tensor]:
         """Pool5 descriptors of the photos (resized to index_size squared), in batches of 32."""

@@ -32,6 +32,9 @@ from benchmark.data import BadImageError, load_image
 from methods.contextual import ContextualLoss
 from methods.memory_bank import (
     ALL,
+    BACKENDS,
+    GEOMETRIES,
+    INDEX_TYPES,
     BankSpec,
     LowRecallError,
     MemoryBank,
@@ -83,6 +86,8 @@ class OursConfig(CycleGANConfig):
 
     RANGES: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "min_recall": (0, 1), "recall_guard_queries": (1, None), "search_chunk": (0, None), "k": (1, None)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "search_geometry": GEOMETRIES, "bank_index": INDEX_TYPES, "search_backend": BACKENDS}
 
 
 # Bank settings per profile on top of CycleGAN's: small banks are exact; the smoke bank

@@ -9,7 +9,6 @@ the PDF carries the same canvas.
 from __future__ import annotations
 
 import random
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.store import Store
 from benchmark.pipeline.runs import find_run
 from reports.leaderboard import METHOD_ORDER
 
@@ -58,13 +58,11 @@ def choose_paintings(domain: Any, n: int, seed: int) -> list[Path]:
 
 def newest_runs(store: Any, artist: str, profile: str) -> list[dict[str, Any]]:
     """The newest finished run of each method for (artist, profile), any seed, in method order."""
-    con = sqlite3.connect(f"{Path(store.path).resolve().as_uri()}?mode=ro", uri=True)
-    con.row_factory = sqlite3.Row
-    try:
+
+    reader = store if getattr(store, "read_only", False) else Store(store.path, read_only=True)
+    with reader._connect() as con:  # read-only (immutable where it cannot be written), damage named in one line
         rows = con.execute("SELECT * FROM runs WHERE kind='run' AND status='done' AND artist=? AND profile=? "
                            "ORDER BY spec_version DESC, updated_at DESC", (artist, profile)).fetchall()
-    finally:
-        con.close()
     newest: dict[str, dict[str, Any]] = {}
     for r in rows:
         newest.setdefault(r["method"], dict(r))

@@ -31,7 +31,6 @@ import html
 import io
 import json
 import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,8 @@ import pandas as pd
 
 from benchmark.core import registry
 from benchmark.core.errors import ArtshiftError, did_you_mean
+from benchmark.core.locks import RunLock
+from benchmark.core.store import frame
 from benchmark.data import ARTISTS, resolution
 from benchmark.features.extractor import is_random_init
 from benchmark.metrics import arrow
@@ -111,16 +112,52 @@ def tags_of(method: str, profile: str, kind: str, spec_json: Any, run_dir: Any) 
 
 def runs_table(store: Any) -> pd.DataFrame:
     """Every run (any status) with its resolved overrides, for row keys and missing-cell reasons."""
-    con = sqlite3.connect(store.path, timeout=30)
-    try:
-        runs = pd.read_sql_query("SELECT run_id, kind, method, artist, profile, seed, spec_json, data_fingerprint, run_dir, "
-                                 "method_weights, status, updated_at, created_at, spec_version, error, timings_json, "
-                                 "provenance_json FROM runs", con)
-    finally:
-        con.close()
+
+    # the store's own connection: read-only (immutable) where it cannot be written, damage named in one line
+    runs = frame(store, "SELECT run_id, kind, method, artist, profile, seed, spec_json, data_fingerprint, run_dir, "
+                        "method_weights, status, updated_at, created_at, spec_version, error, timings_json, "
+                        "provenance_json FROM runs")
     runs = runs.assign(overrides=[overrides_of(s) if k == "run" else "" for s, k in zip(runs.spec_json, runs.kind)])
+    # a 'running' run whose process is gone (kill -9, a lost node) is interrupted, not running
+    runs = runs.assign(status=[("interrupted" if st == "running" and k == "run" and not _alive(rid, d) else st)
+                               for st, k, rid, d in zip(runs.status, runs.kind, runs.run_id, runs.run_dir)])
     return runs.assign(tags=[tags_of(m, p, k, s, d) for m, p, k, s, d in
                              zip(runs.method, runs.profile, runs.kind, runs.spec_json, runs.run_dir)])
+
+
+def _alive(run_id: str, run_dir: Any) -> bool:
+    """Whether a live process holds the run's lock (``benchmark.locks``: its pid on this host, or a
+    fresh heartbeat from another host)."""
+
+    if not isinstance(run_dir, str) or not run_dir:
+        return False
+    return RunLock(Path(run_dir).parent / f".{run_id}.lock").held()
+
+
+def resume_command(run: Any) -> str:
+    """The `bench run` command that resumes a run (a row of ``runs_table``)."""
+    try:
+        raw = json.loads(run.spec_json)
+    except (TypeError, ValueError):
+        raw = {}
+    sets = ""
+    for key, value in raw.get("overrides", []) if isinstance(raw, dict) else []:
+        if raw.get("spec_version", 1) >= 2:
+            try:
+                value = json.loads(value)
+            except (TypeError, ValueError):
+                pass
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        sets += f" --set {key}={value}"
+    seed = "" if run.seed is None or pd.isna(run.seed) else f" --seed {int(run.seed)}"
+    return f"bench run --method {run.method} --artist {run.artist} --profile {run.profile}{seed}{sets}"
+
+
+def interrupted_notes(runs: pd.DataFrame) -> list[str]:
+    """One line per interrupted run: which, and the command that resumes it."""
+    return [f"{r.method} / {r.artist} / {r.profile} (run {r.run_id}) was interrupted: resume it with `{resume_command(r)}`"
+            for r in runs[runs.status == "interrupted"].itertuples() if r.kind == "run"]
 
 
 def load(store: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -147,7 +184,7 @@ def check_filters(df: pd.DataFrame, runs: pd.DataFrame, artists: list[str] | Non
 
 def check_nonempty(df: pd.DataFrame, runs: pd.DataFrame) -> None:
     """A store whose runs all failed (or still run) is an error that says what to look at."""
-    if df.empty and not runs.empty:
+    if df.empty and not runs.empty and set(runs.status) - {"interrupted", "running"}:
         counts = runs.status.value_counts().to_dict()
         what = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         last = runs.sort_values("updated_at").iloc[-1]
@@ -247,7 +284,7 @@ def _missing_reason(runs: pd.DataFrame | None, row: Row, artist: str) -> str:
     if same.empty:
         return "no run"
     counts = same.status.value_counts().to_dict()
-    parts = [f"{counts[s]} {s}" for s in ("failed", "running") if s in counts]
+    parts = [f"{counts[s]} {s}" for s in ("failed", "interrupted", "running") if s in counts]
     if counts.get("done"):
         parts.append(f"{counts['done']} done, not measured here")
     return ", ".join(parts)
@@ -487,6 +524,8 @@ def render(store: Any, fmt: str, *, artists: list[str] | None = None, metrics: l
     if runs.empty:
         return EMPTY
     check_nonempty(df, runs)
+    if df.empty:  # only interrupted (or live) runs: nothing to tabulate yet, and that is no error
+        return EMPTY.rstrip("\n") + "".join(f"\n  {line}" for line in interrupted_notes(runs)) + "\n"
     if fmt == "csv":
         return to_csv(df, artists=artists, metrics=metrics)
     board = build(df, runs, artists=artists, metrics=metrics)

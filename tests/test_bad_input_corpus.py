@@ -228,6 +228,12 @@ if kind == "disk-full":  # every checkpoint write fails as on a full disk
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
         return real_save(obj, f, *a, **k)
     torch.save = save
+    real_write_bytes = pathlib.Path.write_bytes  # checkpoints are serialised in memory, then written
+    def write_bytes(self, data):
+        if "checkpoints" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real_write_bytes(self, data)
+    pathlib.Path.write_bytes = write_bytes
 elif kind == "read-only":  # the runs folder cannot be created, as in a folder without write permission
     real_mkdir = pathlib.Path.mkdir
     def mkdir(self, *a, **k):

@@ -65,3 +65,6 @@ def test_sigkill_at_seeded_points_then_resume_is_bit_identical(method, tmp_path,
     b = torch.load(run_dir / "checkpoints" / CHECKPOINT, weights_only=True)
     assert a["iteration"] == b["iteration"] == 20
     assert_states_equal(a["method"], b["method"])
+    # and byte for byte: checkpoints are serialised in memory, so the same state has the same sha256
+    straight, killed = (p / "checkpoints" / CHECKPOINT for p in (tmp_path / "straight", run_dir))
+    assert straight.read_bytes() == killed.read_bytes()

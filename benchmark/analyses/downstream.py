@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from benchmark.analyses.finetune import FinetuneClassifier, FinetuneConfig, chec
 from benchmark.analyses.pixels import load_pixels
 from benchmark.analyses.probe import ProbeClassifier, ProbeConfig, get_probe
 from benchmark.core import paths, registry
+from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.store import MetricRow, Store
 from benchmark.data import resolution
@@ -230,12 +230,10 @@ def get_classifier(domain: data.Domain, cfg: ClassifierConfig, home: Path, *, de
     t = time.perf_counter()
     net = train(x, y, len(classes), cfg, device=device, progress=progress)
     train_s = time.perf_counter() - t
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = {"n_train": len(photos), "train_s": train_s, "config": dataclasses.asdict(cfg), "classes": list(classes),
             "version": VERSION, "torch_threads": torch.get_num_threads()}
-    torch.save({"state_dict": net.state_dict(), "meta": json.dumps(meta)}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # a full disk: one line naming the folder, no temporary file left
+        torch.save({"state_dict": net.state_dict(), "meta": json.dumps(meta)}, tmp)
     return Classifier(net, classes, cfg, key, len(photos), train_s, device)
 
 

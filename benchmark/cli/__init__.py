@@ -28,6 +28,7 @@ from rich.markup import escape
 
 from benchmark.cli.common import err, out
 from benchmark.core import registry
+from benchmark.core.atomic import disk_full, free_mb
 from benchmark.core.errors import ArtshiftError
 
 __all__ = ["app", "build_app", "err", "main", "out"]
@@ -52,13 +53,62 @@ def build_app(groups: Optional[registry.Registry[Any]] = None) -> typer.Typer:
 app = build_app()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (start-up, translation, evaluation): stop like Ctrl-C, so the run
+    records itself as interrupted and the console says how to resume."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _interrupt(exc: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt behind ``exc`` (typer turns one into a silent ``Exit(130)``)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Print the one line that says how to resume, and exit 143 (SIGTERM) or 130 (Ctrl-C)."""
+    text = str(exc).strip()
+    term = isinstance(exc, Terminated) or text.startswith("SIGTERM")
+    if "run the same command again" not in text:
+        text = f"{'SIGTERM' if term else 'interrupted'}: stopped; run the same command again to resume"
+    err.print(f"interrupted: {escape(text)}", highlight=False, soft_wrap=True)
+    sys.exit(143 if term else 130)
+
+
 def main() -> None:
     for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 print as escapes
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _main()
+    finally:
+        if previous is not None:  # main() called in-process (tests, scripts): leave the handler as it was
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     try:
         app()
+    except SystemExit as exc:
+        cause = _interrupt(exc) if exc.code == 130 else None
+        if cause is None:
+            raise
+        _interrupted(cause)
     except ArtshiftError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -68,9 +118,27 @@ def main() -> None:
         # a full disk or a folder the user cannot write: their machine, not our code; the run
         # itself is already recorded as failed (and its temporary files removed) by the runner
         where = f" {exc.filename}" if exc.filename else ""
-        err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}')}\n"
+        extra = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:  # which folder is full, and how full
+            from pathlib import Path
+
+
+            folder = Path(str(exc.filename)).parent
+            free = free_mb(folder)
+            extra = f" (the file system of {folder} is full" + (f", {free:.2f} MB free)" if free is not None else ")")
+        err.print(f"[bold red]error:[/] {escape(f'cannot write{where}: {exc.strerror or exc}{extra}')}\n"
                   f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume")
-        sys.exit(130)
+    except RuntimeError as exc:
+
+        if not disk_full(exc):
+            raise  # a bug: keep its traceback
+        # torch's zip writer outside an atomic write: it does not say which file
+        from benchmark.core import paths
+
+        first = str(exc).strip().splitlines()[0][:200]
+        err.print(f"[bold red]error:[/] {escape(f'a file could not be written: the disk is full ({first}); check the file system of {paths.home()}')}\n"
+                  f"  -> {escape(ENVIRONMENT_HINT)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)

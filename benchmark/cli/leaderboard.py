@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from benchmark.cli.common import Home, out
+from benchmark.cli.common import Home, err, out
 from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
@@ -51,10 +51,12 @@ def leaderboard_cmd(
         return
     store = Store.for_reading(path)  # a results file the user can only read is fine
     text = leaderboard.render(store, fmt, artists=artist or None, metrics=metric or None)
-    if text == leaderboard.EMPTY:  # nothing to write anywhere: say how to make a first run
+    if text.startswith(leaderboard.EMPTY.rstrip("\n")):  # nothing to write anywhere: say how to make a first run
         sys.stdout.write(text)
         return
     write_text(text, output)
+    for line in leaderboard.interrupted_notes(leaderboard.runs_table(store)):  # beside the table, not in it
+        err.print(escape(f"note: {line}"), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

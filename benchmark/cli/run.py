@@ -64,7 +64,7 @@ def _find_run(home: Optional[Path], run_id: Optional[str], method: Optional[str]
     from benchmark.core.store import Store
     from benchmark.pipeline.runs import find_run
 
-    store = Store(paths.home(home) / "results.sqlite")
+    store = Store.open(paths.home(home) / "results.sqlite")  # read-only where the home cannot be written
     return find_run(store, run_id=run_id, method=method, artist=artist, profile=profile, seed=seed), store
 
 
@@ -124,6 +124,8 @@ def translate_cmd(
     on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
     device: str = typer.Option("cpu", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the translations in a --out folder that "
+                                                              "already holds files (each replaced atomically)"),
 ) -> None:
     """Apply a finished run to any folder of paintings, each at its own size (as the CycleGAN test script)."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
@@ -131,7 +133,8 @@ def translate_cmd(
 
     run, _ = _find_run(home, run_id, method, artist, profile, seed)
     written = translate_run(run, images, out_dir, home=home, data_root=data_root,
-                            skip_bad=on_bad_image is BadImage.skip, device=device, progress=not quiet)
+                            skip_bad=on_bad_image is BadImage.skip, device=device, progress=not quiet,
+                            overwrite=overwrite)
     out.print(escape(f"run {run.run_id} ({run.method} / {run.artist} / {run.profile} / seed {run.seed}): "
                      f"{len(written)} translations in {out_dir}"), highlight=False)
 

@@ -41,6 +41,8 @@ class RunContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("artshift.run"))
+    # a finished run rebuilt for translate/eval/grid: load its final state; never train or write
+    read_only: bool = False
 
     @property
     def checkpoint_dir(self) -> Path:

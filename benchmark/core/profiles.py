@@ -76,12 +76,21 @@ def check_config(config: Any) -> Any:
     """Refuse values a run cannot use (they would crash or train nothing and be recorded as done).
 
     Every number must be finite; a config class may declare ``RANGES = {field: (low, high)}``
-    (inclusive, None = open) and cross-field checks in a ``check()`` method returning problems.
+    (inclusive, None = open), ``CHOICES = {field: (allowed values)}`` for settings with a closed
+    set of choices, and cross-field checks in a ``check()`` method returning problems.
     """
     problems = []
     ranges: dict[str, tuple[float | None, float | None]] = {}
+    choices: dict[str, tuple[Any, ...]] = {}
     for klass in reversed(type(config).__mro__):  # subclasses add to (and may override) their bases' ranges
         ranges.update(getattr(klass, "RANGES", {}) if "RANGES" in vars(klass) else {})
+        choices.update(getattr(klass, "CHOICES", {}) if "CHOICES" in vars(klass) else {})
+    for name, allowed in choices.items():  # closed sets of choices (norm, init_type, ...), before any work
+        value = getattr(config, name, None)
+        if value is not None and value not in allowed:
+            close = did_you_mean(str(value), [str(a) for a in allowed])
+            problems.append(f"{name}={value!r} is not one of {', '.join(map(str, allowed))}"
+                            + (f" ({close})" if close else ""))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -149,3 +149,4 @@ commands.register("study", "benchmark.cli.study:register", "study make|serve|tal
 commands.register("grid", "benchmark.cli.grid:register", "grid: paintings beside each method's translation (PNG + PDF)")
 commands.register("sweep", "benchmark.cli.sweep:register", "sweep plan|launch|status|collect: methods x artists x seeds")
 commands.register("report", "benchmark.cli.report:register", "report, ci: static HTML report; the CI leaderboard")
+commands.register("store", "benchmark.cli.store:register", "store rebuild: the results index rebuilt from the run folders")

@@ -32,7 +32,9 @@ import pandas as pd
 
 import benchmark
 from benchmark.core import paths
+from benchmark.core.atomic import DiskFullError
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.spec import RunSpec, canonical
 
 log = logging.getLogger("artshift.store")
 
@@ -159,6 +161,36 @@ def provenance() -> dict[str, Any]:
     return info
 
 
+DAMAGED_MESSAGES = ("file is not a database", "database disk image is malformed", "malformed database schema",
+                    "database corrupt")
+
+
+class StoreDamaged(ArtshiftError):
+    """The results file cannot be read as SQLite: everything it indexes is in the run folders."""
+
+
+def store_error(path: Path, exc: BaseException) -> ArtshiftError | None:
+    """The one-line error for a SQLite failure of the store at ``path``, or None for a bug."""
+    import errno
+
+
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and (any(m in text for m in DAMAGED_MESSAGES)
+                                                  or type(exc) is sqlite3.DatabaseError):
+        return StoreDamaged(f"results store {path} is damaged ({text}); the run folders still hold every result",
+                            hint="rebuild it from the run folders with `bench store rebuild` (the damaged file is "
+                                 "kept beside it)")
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
+        return DiskFullError(path, None, os.strerror(errno.ENOSPC))
+    if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "read-only" in text
+                                                      or "unable to open database file" in text):
+        return ArtshiftError(f"cannot write the results store {path}: {text} (its folder is read-only)",
+                             hint="`bench leaderboard`, `bench report` and `bench eval --run` of measured runs work "
+                                  "on a read-only home; to record anything pass --home (or $ARTSHIFT_HOME) a folder "
+                                  "you can write")
+    return None
+
+
 class Store:
     def __init__(self, path: Path | None = None, *, read_only: bool = False):
         """``read_only``: for reports and tables, which must work on a results file the user can
@@ -169,7 +201,23 @@ class Store:
             self._check_readable()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._open_schema()
+        try:
+            self._open_schema()
+        except sqlite3.Error as exc:
+            mapped = store_error(self.path, exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """For commands that write only when they must (``bench eval --run``): the store to write,
+        or, when its folder cannot be written, the store to read."""
+        path = Path(path)
+        writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+        if not writable and path.is_file():
+            return cls(path, read_only=True)
+        return cls(path)
 
     @classmethod
     def for_reading(cls, path: Path) -> Store:
@@ -247,6 +295,11 @@ class Store:
             con.execute("PRAGMA foreign_keys=ON")
             with con:
                 yield con
+        except sqlite3.Error as exc:  # damaged, full or read-only: one line naming the file
+            mapped = store_error(self.path, exc)
+            if mapped is None:
+                raise
+            raise mapped from None
         finally:
             con.close()
 
@@ -322,6 +375,23 @@ class Store:
             if rows:
                 self._insert_metrics(con, run_id, rows)
 
+    def restore_evaluation(self, run: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+        """Put back a run row and its metric rows exactly as recorded (``rebuild``)."""
+        run_cols = [r[1] for r in self._columns("runs")]
+        metric_cols = [r[1] for r in self._columns("metrics")]
+        with self._connect() as con:
+            cols = [c for c in run_cols if c in run]
+            con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [run[c] for c in cols])
+            for m in metrics:
+                cols = [c for c in metric_cols if c in m]
+                con.execute(f"INSERT OR REPLACE INTO metrics ({', '.join(cols)}) VALUES "
+                            f"({', '.join('?' * len(cols))})", [m[c] for c in cols])
+
+    def _columns(self, table: str) -> list[Any]:
+        with self._connect() as con:
+            return list(con.execute(f"PRAGMA table_info({table})"))
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
@@ -348,7 +418,7 @@ class Store:
 
     def results(self) -> pd.DataFrame:
         """Every metric row of every finished run, joined with its run (one row per value)."""
-        with self._connect() as con:
+        with self._connect() as con, _unwrap_pandas():
             df = pd.read_sql_query(
                 """SELECT r.run_id, r.kind, r.method, r.artist, r.profile, r.seed, r.method_weights,
                           r.spec_version, r.created_at AS run_created_at,
@@ -356,3 +426,86 @@ class Store:
                           m.n_fake, m.extractor_id, m.resize_mode, m.metric_version
                    FROM metrics m JOIN runs r ON r.run_id = m.run_id WHERE r.status = 'done'""", con)
         return df
+
+
+@contextmanager
+def _unwrap_pandas() -> Iterator[None]:
+    """pandas wraps SQLite's errors in its own DatabaseError: hand the SQLite one on."""
+    try:
+        yield
+    except pd.errors.DatabaseError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, sqlite3.Error):
+            raise cause from None
+        raise
+
+
+def frame(store: Store, query: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
+    """A query's rows as a DataFrame through the store's own connection (read-only, damage-aware)."""
+    with store._connect() as con, _unwrap_pandas():
+        return pd.read_sql_query(query, con, params=params)
+
+
+# --- rebuilding the index from the run folders -------------------------------------------------------
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def rebuild(home: Path) -> dict[str, Any]:
+    """``bench store rebuild``: a new ``results.sqlite`` from the run folders under ``home/runs``.
+
+    The store is an index: each run folder holds its spec (``spec.json``), its rows
+    (``metrics.json``), how it ended (``status.json``) and the commit point (``DONE``). The old
+    file (damaged or not) is moved aside to ``results.sqlite.damaged-<time>`` with its WAL files,
+    never deleted. Runs are imported as ``done`` (DONE + rows), ``failed`` or ``interrupted``.
+    Evaluations of external folders (``bench eval --images``) have no run folder and are not
+    recovered: run them again.
+    """
+
+    home = Path(home)
+    path = home / "results.sqlite"
+    aside = None
+    if path.exists():
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        for extra in ("-wal", "-shm"):
+            side = path.with_name(path.name + extra)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + extra))
+    store = Store(path)
+    counts: dict[str, int] = {}
+    skipped: list[str] = []
+    for spec_file in sorted((home / "runs").glob("*/*/*/spec.json")):
+        run_dir = spec_file.parent
+        info = _read_json(spec_file)
+        if not isinstance(info, dict) or "spec" not in info:
+            skipped.append(f"{run_dir} (unreadable spec.json)")
+            continue
+        spec = RunSpec.from_json(canonical(info["spec"]))
+        record = _read_json(run_dir / "status.json") or {}
+        rows_json = _read_json(run_dir / "metrics.json")
+        if (run_dir / "DONE").exists() and isinstance(rows_json, list):
+            status = "done"
+            fields = {f for f in MetricRow.__dataclass_fields__}
+            rows = [MetricRow(**{k: r[k] for k in fields if k in r}) for r in rows_json]
+        else:
+            status = record.get("status") if record.get("status") in ("failed", "interrupted") else "interrupted"
+            rows = []
+        store.import_run(spec.run_id, method=spec.method, artist=spec.artist, profile=spec.profile, seed=spec.seed,
+                         spec_json=spec.canonical_json(), spec_version=spec.spec_version, run_dir=str(run_dir),
+                         data_fingerprint=spec.data_fingerprint, status=status, timings=record.get("timings") or {},
+                         error=record.get("error"), method_weights=record.get("method_weights"),
+                         provenance=record.get("provenance"), rows=rows)
+        counts[status] = counts.get(status, 0) + 1
+    for record_file in sorted((home / "evals").glob("*.json")):  # evaluations that have no run folder
+        record = _read_json(record_file)
+        if not isinstance(record, dict) or not isinstance(record.get("run"), dict):
+            skipped.append(f"{record_file} (unreadable)")
+            continue
+        store.restore_evaluation(record["run"], record.get("metrics") or [])
+        counts["evaluations"] = counts.get("evaluations", 0) + 1
+    return {"path": path, "aside": aside, "counts": counts, "skipped": skipped}

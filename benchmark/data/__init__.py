@@ -226,14 +226,23 @@ def _class_image_files(folder: Path) -> list[Path]:
     return files
 
 
-def list_images(folder: Path, *, artist: str | None = None) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (hidden files ignored)."""
+def list_images(folder: Path, *, artist: str | None = None, what: str | None = None) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (hidden files ignored).
+
+    ``what``: for a folder the user named (``--images``), what it must hold; the hints then say
+    that instead of pointing at a dataset split and `bench data fetch`."""
     folder = Path(folder)
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
     if not folder.is_dir():
-        raise ArtshiftError(f"image folder {folder} does not exist", hint=_fetch_hint(artist))
+        raise ArtshiftError(f"image folder {folder} does not exist",
+                            hint=f"pass --images a folder holding {what} ({kinds})" if what else _fetch_hint(artist))
     files = _image_files(folder)
     if not files:
-        raise ArtshiftError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+        if what:
+            raise ArtshiftError(f"image folder {folder} holds no images ({kinds})",
+                                hint=f"it must hold {what} as image files ({kinds}) directly inside it: "
+                                     "subfolders and hidden files are not read")
+        raise ArtshiftError(f"image folder {folder} holds no images ({kinds})",
                             hint="put the split's images there, or " + _fetch_hint(artist))
     return files
 

@@ -34,6 +34,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import inception as tvi
 
+from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
 from benchmark.data import load_image
 from benchmark.features import inception_weights
@@ -346,9 +347,10 @@ class FIDInceptionExtractor:
         return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
 
     def save_weights(self, path: Path) -> Path:
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path)
+        with atomic_path(path) as tmp:  # a full disk: one line naming the folder, the old file kept
+            torch.save(self.state_dict(), tmp)
         return path
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:

@@ -31,17 +31,18 @@ from PIL import Image
 from benchmark import data
 from benchmark.core import paths, registry
 from benchmark.core.atomic import atomic_path, write_atomic
+from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
 from benchmark.core.method import RunContext, TrainData
 from benchmark.core.profiles import apply_overrides, check_profile, default_weights
-from benchmark.core.spec import SPEC_VERSION, RunSpec
+from benchmark.core.spec import SPEC_VERSION, RunSpec, canonical
 from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
 from benchmark.features.extractor import calibration_photos
 from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
 from benchmark.pipeline.runs import FinishedRun, output_name
-from benchmark.pipeline.training import seed_everything
+from benchmark.pipeline.training import CHECKPOINT, seed_everything
 
 log = logging.getLogger("artshift.run")
 
@@ -81,10 +82,11 @@ def image_seed(seed: int, path: Path) -> int:
 
 
 def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, seed: int, skip_bad: bool,
-                  progress: bool = True, side: int | None = None) -> list[Path]:
+                  progress: bool = True, side: int | None = None, overwrite: bool = False) -> list[Path]:
     """Translate each ``(file, relative name)`` at the translate size (``benchmark.data.resolution``:
     shorter side ``side``, None for its own, up to ``MAX_TRANSLATE_SIDE``) into ``out_dir``, each
-    output resized back to the size of its source (existing outputs kept)."""
+    output resized back to the size of its source (existing outputs kept, or with ``overwrite``
+    replaced, each atomically)."""
     from tqdm.auto import tqdm
 
     names = [rel for _, rel in sources]
@@ -95,7 +97,7 @@ def translate_all(method: Any, sources: list[tuple[Path, str]], out_dir: Path, s
     outputs, skipped, downscaled = [], [], []
     for src, rel in tqdm(sources, desc=f"translate {method.name}", disable=not progress, leave=False):
         dst = out_dir / output_name(rel)
-        if not dst.exists():
+        if overwrite or not dst.exists():
             try:
                 img = data.load_image(src)
             except data.BadImageError:
@@ -165,19 +167,63 @@ def _record_failure(store: Store, run_id: str, exc: BaseException, timings: dict
 
 
 def _write_metrics_json(run_dir: Path, store: Store, run_id: str) -> None:
-    write_atomic(run_dir / "metrics.json", json.dumps(store.metrics_for(run_id), indent=2))
+    """The run's rows into its folder (what `bench store rebuild` reads back); left as it is, byte for
+    byte, when it already holds these rows (a re-measurement that found the same numbers)."""
+    rows = store.metrics_for(run_id)
+    path = run_dir / "metrics.json"
+
+    def key(items: Any) -> list[str]:
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "created_at"}, sort_keys=True) for r in items)
+
+    try:
+        if key(json.loads(path.read_text())) == key(rows):
+            return
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    write_atomic(path, json.dumps(rows, indent=2))
 
 
 def _write_status(run_dir: Path, status: str, timings: dict[str, float], *, error: str | None = None,
-                  method_weights: str | None = None) -> None:
+                  method_weights: str | None = None, checkpoints: dict[str, str] | None = None,
+                  strict: bool = False) -> None:
     """How the run ended, in its own folder: what `bench sweep status` shows and `collect` imports
-    (sweep workers never open the shared store). Never hides the run's own error."""
+    (sweep workers never open the shared store). Never hides the run's own error. ``checkpoints``:
+    sha256 of each file of the finished run's final state, checked before it is used again."""
     try:
         write_atomic(run_dir / "status.json", json.dumps(
             {"status": status, "error": error, "timings": timings, "method_weights": method_weights,
-             "provenance": provenance(), "finished_at": time.time()}, indent=2, default=str))
+             "provenance": provenance(), "finished_at": time.time(),
+             **({"checkpoints": checkpoints} if checkpoints is not None else {})}, indent=2, default=str))
     except Exception as exc:  # e.g. a full disk
+        if strict:  # the record a finished run needs: the run does not commit without it
+            raise
         log.error("could not write %s: %s", run_dir / "status.json", exc)
+
+
+def final_state_digests(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file a finished run's model is rebuilt from (its checkpoints, a method's
+    own ``*.pt`` index), by path relative to the run folder."""
+
+    files = sorted((run_dir / "checkpoints").glob("*.pt")) + sorted(run_dir.glob("*.pt"))
+    return {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in files if not p.name.startswith(".")}
+
+
+def _index_from_folder(store: Store, spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """Record a committed run (``DONE``) in the store from its folder; None when its rows cannot be read."""
+    try:
+        rows_json = json.loads((run_dir / "metrics.json").read_text())
+        record = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
+    fields = [f.name for f in dataclasses.fields(MetricRow)]
+    rows = [MetricRow(**{k: r[k] for k in fields if k in r}) for r in rows_json]
+    store.import_run(spec.run_id, method=spec.method, artist=spec.artist, profile=spec.profile, seed=spec.seed,
+                     spec_json=spec.canonical_json(), spec_version=spec.spec_version, run_dir=str(run_dir),
+                     data_fingerprint=spec.data_fingerprint, status="done", timings=record.get("timings") or {},
+                     error=None, method_weights=record.get("method_weights"), provenance=record.get("provenance"),
+                     rows=rows)
+    log.info("run %s was finished (DONE) but not in the store: indexed it from %s", spec.run_id, run_dir)
+    return store.run(spec.run_id)
 
 
 def rows_as_json(run_id: str, rows: list[MetricRow]) -> list[dict[str, Any]]:
@@ -223,10 +269,10 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
     """
     overrides = dict(overrides or {})
     home = paths.home(home)
+    cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
+                                                   progress)  # every setting checked before anything is created
     if not worker:
         store = store or Store(home / "results.sqlite")
-    cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
-                                                   progress)
     run_dir = run_dir_for(home, spec)
     # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
     with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
@@ -235,6 +281,8 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             return RunResult(spec.run_id, run_dir, spec, json.loads((run_dir / "metrics.json").read_text()),
                              reused=True)
         stored = store.run(spec.run_id) if store is not None else None
+        if store is not None and not force and done_marker.exists() and not (stored and stored["status"] == "done"):
+            stored = _index_from_folder(store, spec, run_dir)  # committed (DONE) but killed before the index
         if store is not None and not force and done_marker.exists() and stored and stored["status"] == "done":
             rows: list[MetricRow] = []
             if weights is not None:  # asked for specific extractor weights: measure with them unless already done
@@ -291,15 +339,20 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             # the rows and the 'done' status in one transaction; a method's own network weights
             # (Gatys' VGG-19) label the row when not the standard ones
             method_weights = getattr(model, "weights_id", None)
+            digests = final_state_digests(run_dir)
+            # One commit point: DONE. The run folder's records are written first (rows, then how it
+            # ended with the final checkpoint's sha256), DONE last and atomically; the store is an
+            # index that follows it (a run killed between DONE and the store is indexed by the next
+            # `bench run` of its spec, or by `bench store rebuild`), never ahead of it.
+            check_rows(spec.run_id, rows, done=True)
+            write_atomic(run_dir / "metrics.json", json.dumps(rows_as_json(spec.run_id, rows), indent=2))
+            _write_status(run_dir, "done", timings, method_weights=method_weights, checkpoints=digests, strict=True)
+            write_atomic(done_marker, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n", fsync=True)
             if store is not None:
                 store.finish_run(spec.run_id, "done", timings, method_weights=method_weights, rows=rows)
-                _write_metrics_json(run_dir, store, spec.run_id)
-            else:
-                check_rows(spec.run_id, rows, done=True)
-                write_atomic(run_dir / "metrics.json", json.dumps(rows_as_json(spec.run_id, rows), indent=2))
-            _write_status(run_dir, "done", timings, method_weights=method_weights)
-            done_marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         except BaseException as exc:
+            if done_marker.exists():  # committed: only the index lags (e.g. a damaged store); the run is done
+                raise
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl-C, SIGTERM, a scheduler's requeue
             _write_status(run_dir, "interrupted" if interrupted else "failed", timings,
                           error=f"{type(exc).__name__}: {exc}")
@@ -340,28 +393,134 @@ def load_trained(run: FinishedRun, home: Path, *, data_root: Path | None = None,
                                  f"model of today's code run `bench run --method {run.method} --artist {run.artist} "
                                  f"--profile {run.profile} --seed {run.seed}` (a new run id)")
     config = _rebuild_config(cls, run.profile, run.config)
+    run.check_final_state()  # sha256 recorded at the finish: a damaged file is named, never retrained over
     root = paths.data_root(data_root) if data_root else run.data_root
     domain = data.ensure_domain(run.artist, root, home, progress=progress)
-    ctx = RunContext(run_dir=run.run_dir, home=home, seed=run.seed, device=torch.device(device), progress=progress)
+    # read_only: the method loads its final state and never trains or writes into the finished run
+    ctx = RunContext(run_dir=run.run_dir, home=home, seed=run.seed, device=torch.device(device), progress=progress,
+                     read_only=True)
     seed_everything(run.seed)
     model = cls(config, device)
-    model.fit(TrainData(run.artist, list(domain.paintings_train), list(domain.photos_train)), ctx)
+    try:
+        model.fit(TrainData(run.artist, list(domain.paintings_train), list(domain.photos_train)), ctx)
+    except ArtshiftError as exc:
+        if "checkpoint" not in str(exc):
+            raise
+
+        raise run.damaged(run.run_dir / "checkpoints" / CHECKPOINT, str(exc).splitlines()[0], None) from None
     return model, domain
+
+
+TRANSLATIONS_MANIFEST = "artshift-translations.json"  # which run and which inputs made a `bench translate` folder
+
+
+def _folder_files(folder: Path) -> list[str]:
+    """Every file under ``folder`` (relative, sorted) but its manifest and hidden files (temporaries)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if (p.is_file() or p.is_symlink()) and rel.as_posix() != TRANSLATIONS_MANIFEST \
+                and not any(part.startswith(".") for part in rel.parts):
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def read_translations_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest ``bench translate`` left in ``folder``, None when there is none."""
+    path = Path(folder) / TRANSLATIONS_MANIFEST
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
+            raise ValueError("not an artshift translations manifest")
+        return info
+    except (OSError, ValueError) as exc:
+        raise ArtshiftError(f"cannot read {path}: {exc}",
+                            hint="translate into an empty folder, or run the same `bench translate` with "
+                                 "--overwrite") from None
+
+
+def check_translations_folder(folder: Path, images: list[Path]) -> None:
+    """``bench eval --images`` of a folder ``bench translate`` wrote: refuse it unless every image
+    in it is one the manifest lists, unchanged (sha256), and the translation finished."""
+
+    info = read_translations_manifest(folder)
+    if info is None:
+        return
+    made = f"run {info.get('run_id')} ({info.get('method')}) from {info.get('inputs')}"
+    redo = f"`bench translate --run {info.get('run_id')} --images {info.get('inputs')} --out {folder} --overwrite`"
+    if not info.get("complete"):
+        raise ArtshiftError(f"{folder} holds an unfinished translation by {made} "
+                            f"({folder / TRANSLATIONS_MANIFEST} says it did not complete)",
+                            hint=f"run the same `bench translate` command again to finish it ({redo})")
+    files = info["files"]
+    for p in images:
+        rel = Path(p).relative_to(folder).as_posix()
+        if rel not in files:
+            raise ArtshiftError(f"{folder} mixes the translations of {made} with other files, e.g. {p} "
+                                f"(not in {TRANSLATIONS_MANIFEST})",
+                                hint="remove the other files, or translate into an empty folder")
+        if sha256_file(Path(p)) != files[rel].get("sha256"):
+            raise ArtshiftError(f"{p} was changed after {made} wrote it (sha256 differs from {TRANSLATIONS_MANIFEST})",
+                                hint=f"translate again: {redo}")
 
 
 def translate_run(run: FinishedRun, images: Path, out_dir: Path, *, home: Path | None = None,
                   data_root: Path | None = None, skip_bad: bool = False, device: str = "cpu",
-                  progress: bool = True) -> list[Path]:
-    """``bench translate``: apply a finished run to every image in ``images`` (its own size) -> ``out_dir``."""
+                  progress: bool = True, overwrite: bool = False) -> list[Path]:
+    """``bench translate``: apply a finished run to every image in ``images`` (its own size) -> ``out_dir``.
+
+    ``out_dir`` must be empty, or hold only what this same translation (run and inputs) already
+    wrote (it then resumes); ``overwrite`` replaces every translation in it, each atomically. A
+    manifest in the folder (``TRANSLATIONS_MANIFEST``) names the run, the inputs and each file's
+    sha256, so `bench eval --images` can refuse a folder that mixes translations with other files.
+    """
+
     home = paths.home(home)
     images = Path(images)
-    files = data.list_images(images)
+    files = data.list_images(images, what="the paintings to translate")
     out_dir = Path(out_dir)
     if out_dir.resolve() == images.resolve():
         raise ArtshiftError(f"--out {out_dir} is the input folder", hint="write translations to another folder")
-    model, _ = load_trained(run, home, data_root=data_root, device=device, progress=progress)
     sources = [(p, p.relative_to(images).as_posix()) for p in files]
-    return translate_all(model, sources, out_dir, run.seed, skip_bad, progress, side=run.spec.translate_side)
+    planned = {output_name(rel): rel for _, rel in sources}
+    inputs_fp = data.fingerprint(files)
+    present = _folder_files(out_dir)
+    before = read_translations_manifest(out_dir) if present or (out_dir / TRANSLATIONS_MANIFEST).exists() else None
+    if present and not overwrite:
+        foreign = [n for n in present if n not in planned]
+        ours = (before is not None and before.get("run_id") == run.run_id
+                and before.get("inputs_fingerprint") == inputs_fp
+                and (before.get("complete") or not before.get("overwrite")))  # an interrupted overwrite: redo it
+        if foreign or not ours:
+            example = (foreign or present)[0]
+            why = ("that this translation would not write" if foreign else
+                   f"that run {run.run_id} did not write from {images}" if before is None or before.get("complete")
+                   else "from an interrupted --overwrite translation")
+            raise ArtshiftError(f"--out {out_dir} already holds {len(present)} file(s) {why} (e.g. {example})",
+                                hint="translate into an empty folder, or pass --overwrite to replace every "
+                                     "translation in it")
+    model, _ = load_trained(run, home, data_root=data_root, device=device, progress=progress)
+    manifest = {"run_id": run.run_id, "method": run.method, "artist": run.artist, "profile": run.profile,
+                "seed": run.seed, "inputs": str(images.resolve()), "inputs_fingerprint": inputs_fp,
+                "translate": resolution.describe(run.spec.translate_side), "overwrite": bool(overwrite),
+                "complete": False, "files": {}}
+    write_atomic(out_dir / TRANSLATIONS_MANIFEST, json.dumps(manifest, indent=2))  # before the first image
+    written = translate_all(model, sources, out_dir, run.seed, skip_bad, progress, side=run.spec.translate_side,
+                            overwrite=overwrite)
+    manifest["files"] = {p.relative_to(out_dir).as_posix(): {"source": planned[p.relative_to(out_dir).as_posix()],
+                                                             "sha256": sha256_file(p)} for p in written}
+    manifest["complete"] = True
+    manifest["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_atomic(out_dir / TRANSLATIONS_MANIFEST, json.dumps(manifest, indent=2))
+    stale = [n for n in _folder_files(out_dir) if n not in manifest["files"]]
+    if stale:
+        log.warning("%s also holds %d file(s) this translation did not write (kept; `bench eval --images` refuses "
+                    "the folder until they are removed), e.g. %s", out_dir, len(stale), stale[0])
+    return written
 
 
 def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: str | None = None,
@@ -369,8 +528,18 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
                  progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
     """``bench eval --run``: (re-)measure a finished run's stored translations; no training."""
     home = paths.home(home)
-    store = store or Store(home / "results.sqlite")
+    store = store or Store.open(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [], run.artist, home=home, run_id=run.run_id)
+    if store.read_only:  # a read-only home (an archive): show what is measured, or say that this must write
+        stored = [m for m in store.metrics_for(run.run_id)
+                  if m["layer"].split(":")[0] in extractors and (metrics is None or m["metric"] in metrics)
+                  and (weights in (None, "auto") or m["extractor_id"].startswith(
+                      "pretrained" if weights == "pretrained" else "random"))]
+        if data_root is None and stored:
+            return RunResult(run.run_id, run.run_dir, run.spec, stored, reused=True)
+        raise ArtshiftError(f"{store.path} is read-only and holds no such measurement of run {run.run_id}: "
+                            f"`bench eval --run` must write the new one there",
+                            hint="pass --home (or $ARTSHIFT_HOME) a copy of the home you can write")
     root = paths.data_root(data_root) if data_root else run.data_root
     domain = data.ensure_domain(run.artist, root, home, progress=progress)
     outputs = [run.output(rel) for _, rel in painting_sources(domain)]
@@ -382,13 +551,40 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
     rows, skipped = _measure([o for o in outputs if o.exists()], domain, home, extractors=extractors,
                              weights=weights or default_weights(run.profile), metrics=metrics, skip_bad=skip_bad,
                              progress=progress, device=device, side=run.spec.translate_side)
-    store.add_metrics(run.run_id, rows)
-    _write_metrics_json(run.run_dir, store, run.run_id)
+    timings = {"evaluate_s": time.perf_counter() - t}
+    target = run.run_id
+    if data_root is None or data.split_fingerprint(domain) == run.spec.data_fingerprint:  # the run's own data
+        store.add_metrics(run.run_id, rows)
+        _write_metrics_json(run.run_dir, store, run.run_id)
+    else:
+        # other data: a new row keyed by the reference photos' content hash, beside (never over) the run's own
+        ref = data.fingerprint(domain.photos_test)
+        target = f"{run.run_id}@ref-{ref[:12]}"
+
+        store.start_run(target, kind="eval", method=f"{run.method} [{run.profile}; run {run.run_id}; reference "
+                                                     f"photos {ref[:12]}]",
+                        artist=run.artist, profile="external", seed=None,
+                        spec_json=canonical({"run_id": run.run_id, "reference_photos": ref, "data_root": str(root)}),
+                        run_dir=str(run.run_dir / "translated"), data_fingerprint=ref)
+        store.finish_run(target, "done", timings, rows=rows)
+        record_evaluation(home, store, target)
+        log.info("%s is not run %s's own data: measured as %s (the run's own rows are unchanged)", root,
+                 run.run_id, target)
     measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
-    shown = [m for m in store.metrics_for(run.run_id)
+    shown = [m for m in store.metrics_for(target)
              if (m["metric"], m["layer"], m["extractor_id"], m["resize_mode"]) in measured]
-    return RunResult(run.run_id, run.run_dir, run.spec, shown,
-                     timings={"evaluate_s": time.perf_counter() - t}, skipped=[str(p) for p in skipped + missing])
+    return RunResult(target, run.run_dir, run.spec, shown,
+                     timings=timings, skipped=[str(p) for p in skipped + missing])
+
+
+def record_evaluation(home: Path, store: Store, run_id: str) -> None:
+    """An evaluation without a run folder (an external folder, a run against other data), kept as
+    ``<home>/evals/<id>.json`` (its store row and metric rows), so `bench store rebuild` recovers it."""
+    try:
+        write_atomic(home / "evals" / f"{run_id.replace('/', '_')}.json", json.dumps(
+            {"run": store.run(run_id), "metrics": store.metrics_for(run_id)}, indent=2, default=str))
+    except OSError as exc:  # the store has it; only the rebuild copy is missing
+        log.warning("could not keep a copy of evaluation %s for `bench store rebuild`: %s", run_id, exc)
 
 
 def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | None = None,
@@ -402,7 +598,9 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     store = store or Store(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [], artist, home=home)
     images = Path(images)
-    fakes, bad = data.readable_images(data.list_images(images), "skip" if skip_bad else "error")
+    listed = data.list_images(images, what="the translated images to measure")
+    check_translations_folder(images, listed)  # a `bench translate` folder: only its own, unchanged files
+    fakes, bad = data.readable_images(listed, "skip" if skip_bad else "error")
     if not fakes:
         raise ArtshiftError(f"none of the images in {images} can be read ({data.skipped_summary(bad)})")
     domain = data.ensure_domain(artist, root, home, progress=progress)
@@ -420,6 +618,7 @@ def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | N
     except BaseException as exc:
         _record_failure(store, spec.run_id, exc, {})
         raise
+    record_evaluation(home, store, spec.run_id)
     return RunResult(spec.run_id, images, spec, store.metrics_for(spec.run_id), timings=timings,
                      skipped=[str(p) for p, _ in bad] + [str(p) for p in skipped])
 

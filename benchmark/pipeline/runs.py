@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import data
+from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.spec import RunSpec
 from benchmark.core.store import Store
@@ -37,6 +38,33 @@ class FinishedRun:
     config: dict[str, Any]
     data_root: Path
     spec: RunSpec
+
+    def command(self) -> str:
+        """The `bench run` command that made this run (add --force to retrain it)."""
+        sets = "".join(f" --set {k}={json.loads(v) if self.spec.spec_version >= 2 else v}"
+                       for k, v in self.spec.overrides)
+        return (f"bench run --method {self.method} --artist {self.artist} --profile {self.profile} "
+                f"--seed {self.seed}{sets}")
+
+    def check_final_state(self) -> None:
+        """Refuse a finished run whose final checkpoint changed since it finished (sha256 recorded then)."""
+        try:
+            record = json.loads((self.run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        for rel, want in (record.get("checkpoints") or {}).items():
+            if rel.endswith(".prev.pt"):  # only the final state is read
+                continue
+            path = self.run_dir / rel
+            got = sha256_file(path) if path.is_file() else None
+            if got != want:
+                raise self.damaged(path, f"its sha256 is {got}" if got else "it is missing", want)
+
+    def damaged(self, path: Path, what: str, expected: str | None) -> ArtshiftError:
+        want = f"expected sha256 {expected} (recorded when the run finished)" if expected else \
+            "no sha256 was recorded (a run finished before artshift recorded them)"
+        return ArtshiftError(f"final checkpoint {path} of finished run {self.run_id} is damaged: {what}; {want}; "
+                             "nothing was written", hint=f"retrain the run: `{self.command()} --force`")
 
     def output(self, rel: str) -> Path:
         """Where this run stored the translation of ``rel`` (v1 runs named outputs by stem)."""

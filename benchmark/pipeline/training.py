@@ -14,19 +14,23 @@ with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import abc
+import hashlib
+import io
+import logging
 import math
 import os
 import random
 import signal
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmark.core.atomic import atomic_path
+from benchmark.core.atomic import DiskFullError, atomic_path, disk_full
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.method import Method, RunContext, TrainData
 
@@ -88,42 +92,89 @@ def set_deterministic(flag: bool) -> None:
     torch.backends.cudnn.benchmark = not flag
 
 
+def serialise(obj: Any) -> bytes:
+    """``torch.save`` into memory: the same state gives the same bytes (a file's name would end up
+    inside the zip, so a temporary name made two equal checkpoints differ)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def save_atomic(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    """Serialise in memory, write to a temporary file in the same folder, fsync, then rename over
+    the target (a full disk leaves the old file and says which folder is full)."""
     with atomic_path(path, fsync=True) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(serialise(obj))
 
 
 def previous(path: Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
+def readable(path: Path) -> bool:
+    """Whether ``path`` is a whole torch checkpoint: its zip directory and every record's CRC check out."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError, RuntimeError):
+        return False
+
+
 def save_checkpoint(obj: Any, path: Path) -> None:
-    """``save_atomic``, keeping the checkpoint it replaces as ``<name>.prev.pt`` (a hard link:
-    no copy), so a checkpoint that turns out bad never leaves the run without a good one."""
-    if path.exists():
-        tmp = path.with_name(f".{previous(path).name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        os.link(path, tmp)
-        os.replace(tmp, previous(path))
-    save_atomic(obj, path)
+    """Write ``obj`` to ``path`` atomically, keeping the checkpoint it replaces as ``<name>.prev.pt``
+    (a hard link: no copy), so a checkpoint that turns out bad never leaves the run without a good one.
+
+    The new file is read back and must load (same sha256 as the bytes serialised, a whole zip,
+    ``torch.load`` of it works) before it becomes ``path``; the file it replaces becomes the
+    previous one only when it is itself readable, so a damaged ``last.pt`` never overwrites a
+    good ``last.prev.pt``.
+    """
+    payload = serialise(obj)
+    digest = hashlib.sha256(payload).hexdigest()
+    with atomic_path(path, fsync=True) as tmp:
+        try:
+            tmp.write_bytes(payload)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            if disk_full(exc):
+                raise DiskFullError(path, len(payload), exc.strerror) from None
+            raise
+        back = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
+            loads = back == digest and readable(tmp)
+        except Exception:  # noqa: BLE001 - any failure to load is the answer
+            loads = False
+        if not loads:
+            raise ArtshiftError(f"checkpoint {path} did not read back after writing it (sha256 {back[:12]}, wrote "
+                                f"{digest[:12]}); the previous checkpoint is kept",
+                                hint=f"check the disk holding {path.parent}, then run the same command again")
+        if path.exists():
+            if readable(path):
+                link = path.with_name(f".{previous(path).name}.{os.getpid()}.tmp")
+                link.unlink(missing_ok=True)
+                os.link(path, link)
+                os.replace(link, previous(path))
+            else:
+                logging.getLogger("artshift.run").warning(
+                    "checkpoint %s is unreadable: not keeping it as %s (that one stays)", path, previous(path).name)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, *, fallback: bool = True) -> dict[str, Any]:
+    """The checkpoint at ``path``; when it cannot be read, its previous one (``fallback``)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         prev = previous(path)
-        if prev.exists():
-            import logging
-
+        if fallback and prev.exists():
             logging.getLogger("artshift.run").warning("cannot read checkpoint %s (%s): resuming from %s", path,
                                                       str(exc).splitlines()[0], prev)
             try:
                 return torch.load(prev, map_location="cpu", weights_only=True)
             except Exception:
                 pass
-        raise ArtshiftError(f"cannot read checkpoint {path}: {exc}",
+        raise ArtshiftError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}",
                             hint="delete it to restart training from the previous checkpoint or from scratch") from exc
 
 
@@ -231,6 +282,15 @@ def train(method: IterativeMethod, data: TrainData, run: RunContext,
     method.setup(data, run)
     total = method.total_iterations()
     start = 0
+    if run.read_only:  # a finished run: load its final state, never train or write
+        if not ckpt.exists():
+            raise ArtshiftError(f"finished run {run.run_dir} has no checkpoint {ckpt}")
+        state = load_checkpoint(ckpt, fallback=False)
+        _restore(method, state, ckpt)
+        if int(state["iteration"]) < total:
+            raise ArtshiftError(f"checkpoint {ckpt} holds iteration {int(state['iteration'])} of {total}, not the "
+                                "finished run's final state")
+        return int(state["iteration"])
     if ckpt.exists():
         state = load_checkpoint(ckpt)
         _restore(method, state, ckpt)
