@@ -22,7 +22,8 @@ def test_methods_lists_every_registered_method_one_line_each():
     res = runner.invoke(app, ["methods"])
     assert res.exit_code == 0
     lines = res.output.strip().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["original", "cyclegan", "ours", "cut", "fastcut", "gatys"]
+    assert [ln.split()[0] for ln in lines] == ["original", "cyclegan", "ours", "cut", "fastcut", "gatys",
+                                                 "adain", "johnson", "munit", "unit"]
 
 
 @pytest.mark.parametrize("args,needle", [

