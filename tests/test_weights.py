@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import hashlib
 import json
 import logging
 import os
+import re
 import time
 
 import pytest
