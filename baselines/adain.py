@@ -160,6 +160,22 @@ def choose_photo(seed: int, image: torch.Tensor, n: int) -> int:
     return int.from_bytes(digest[:8], "little") % n
 
 
+def style_photo_for(who: str, photo_paths: list, seed: int, image: torch.Tensor, short: int,
+                    device: torch.device | str) -> torch.Tensor:
+    """The training photo chosen for one painting (``choose_photo``), resized to shorter side
+    ``short``: [1, 3, h, w] in [-1, 1]. An unreadable photo passes the choice on to the next one,
+    so one bad file never stops a translation."""
+    n = len(photo_paths)
+    first = choose_photo(seed, image, n)
+    for k in range(n):
+        try:
+            photo = load_image(photo_paths[(first + k) % n])
+        except BadImageError:
+            continue
+        return _resize_short(_to_float([photo]).to(device), short)
+    raise ArtshiftError(f"{who}: none of the {n} training photos is readable")
+
+
 class AdaIN(UnpairedGAN):
     name = "adain"
     config_class: ClassVar[type] = AdaINConfig
@@ -289,15 +305,7 @@ class AdaIN(UnpairedGAN):
     # --- inference ------------------------------------------------------------------------
     def style_photo(self, image: torch.Tensor, short: int) -> torch.Tensor:
         """The style photo for one painting, resized to shorter side ``short``: [1, 3, h, w] in [-1, 1]."""
-        n = len(self.photo_paths)
-        first = choose_photo(self.seed, image, n)
-        for k in range(n):  # an unreadable photo passes the choice on to the next one
-            try:
-                photo = load_image(self.photo_paths[(first + k) % n])
-            except BadImageError:
-                continue
-            return _resize_short(_to_float([photo]).to(self.device), short)
-        raise ArtshiftError(f"{self.name}: none of the {n} training photos is readable")
+        return style_photo_for(self.name, self.photo_paths, self.seed, image, short, self.device)
 
     @torch.no_grad()
     def stylise(self, content: torch.Tensor, style: torch.Tensor, alpha: float | None = None) -> torch.Tensor:

