@@ -78,16 +78,16 @@ def downstream_cmd(
         raise ArtshiftError("--weights chooses the network of --probe or --finetune; the default classifier is "
                             "trained from scratch and has no pretrained weights",
                             hint="add --probe or --finetune, or drop --weights")
-    for probe_cfg in probe_cfgs:
+    for i, probe_cfg in enumerate(probe_cfgs):
         res = evaluate(artist, profile=profile, seed=seed,
                        run_ids=[r.strip() for r in runs.split(",") if r.strip()], data_root=data_root, home=home,
                        device=device or "cpu", progress=not quiet, probe=probe_cfg, finetune=finetune_cfg,
                        allow_cpu=allow_cpu, log_fn=lambda m: err.print(escape(m), highlight=False))
-        _print(res, artist, profile, seed)
+        _print(res, artist, profile, seed, notes=i == len(probe_cfgs) - 1)
 
 
-def _print(res, artist: str, profile: str, seed: int) -> None:
-    """The tables and notes of one classifier's ``evaluate`` result."""
+def _print(res, artist: str, profile: str, seed: int, notes: bool = True) -> None:
+    """The tables of one classifier's ``evaluate`` result, and (``notes``: once per command) what it lacked."""
     clf = res.classifier
     table = Table(title=escape(f"downstream accuracy on {artist} / {profile} / seed {seed}: {clf.title} trained on "
                                f"{clf.n_train} photos (95% Wilson intervals; McNemar vs original paintings)"))
@@ -112,10 +112,10 @@ def _print(res, artist: str, profile: str, seed: int) -> None:
         per.add_row(cls, *[f"{100 * s.per_class[cls].value:.1f}% ({s.per_class[cls].n})" if cls in s.per_class
                            else "-" for s in sets])
     out.print(per)
-    if not res.runs:
+    if notes and not res.runs:
         err.print(escape(f"no finished translation runs of {artist} at profile {profile}, seed {seed}: run "
                          f"`bench run --method cyclegan --artist {artist} --profile {profile}` first, or pass --runs"))
-    if res.original_run is None:
+    if notes and res.original_run is None:
         err.print(escape(f"no finished `original` run of {artist} at profile {profile}, seed {seed}: the paintings' "
                          f"accuracy is printed but not stored (run `bench run --method original --artist {artist} "
                          f"--profile {profile}` to get its leaderboard row)"))
