@@ -584,7 +584,7 @@ def test_unknown_probe_backbone_is_a_one_line_error_with_did_you_mean(toy, home)
     assert not (home / "cache" / "downstream").exists()  # refused before any work
 
 
-def _pacs_subset(shared_data: Path, home: Path, n_fit: int = 30, n_test: int = 15):
+def _pacs_subset(shared_data: Path, home: Path, n_fit: int = 20, n_test: int = 10):
     """The first n_fit training and n_test test photos of every PACS class, with their class indices."""
     if not (shared_data / "pacs" / "photo").is_dir():
         pytest.skip("PACS not in the shared data")
@@ -606,10 +606,10 @@ def _held_out_accuracy(cfg, domain, fit, test, home) -> float:
 
 @needs_effnet
 def test_probe_on_real_effnet_features_separates_pacs_photos(shared_data, home):
-    """210 training photos (30 per class) are enough for EfficientNet-Lite0's pooled head: >= 90% on 105
-    held-out test photos (the full probe scores ~99% on all 333; chance is 1/7)."""
+    """140 training photos (20 per class) are enough for EfficientNet-Lite0's pooled head: >= 90% on 70
+    held-out test photos (98.6% when written; the full probe scores 99.1% on all 333; chance is 1/7)."""
     domain, fit, test = _pacs_subset(shared_data, home)
-    assert len(fit[0]) == 210 and len(test[0]) == 105
+    assert len(fit[0]) == 140 and len(test[0]) == 70
     acc = _held_out_accuracy(probe.ProbeConfig(), domain, fit, test, home)
     assert acc >= 0.9, acc
 
