@@ -31,7 +31,7 @@ def loadavg() -> list[float]:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artist", default="cezanne")
-    ap.add_argument("--methods", default="cyclegan,ours,gatys,cut,fastcut,original")
+    ap.add_argument("--methods", default="cyclegan,ours,gatys,cut,fastcut,original,adain,johnson,munit,unit")
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")

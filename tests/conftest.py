@@ -20,8 +20,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def _shared_data() -> Path:
-    env = os.environ.get("ARTSHIFT_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    env = os.environ.get("ARTSHIFT_DATA")  # README's command passes a relative path: tests symlink into it
+    return (Path(env) if env else REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(autouse=True)

@@ -428,18 +428,15 @@ LONG = ["run", "--method", "cyclegan", "--artist", "monet", "--profile", "ci", "
         "--quiet"]
 
 
-def _checkpointed_run(home: Path) -> bool:
-    return any((home / "runs" / "cyclegan" / "monet").glob("*/checkpoints/last.pt"))
-
-
 def test_a_killed_run_is_shown_as_interrupted_with_its_resume_command(world, tmp_path):
     import signal
 
     home, root = world["home"], world["root"]
     table, _ = bench("leaderboard", "--format", "csv")
     proc = _spawn(home, root, *LONG)
-    _wait_for(lambda: _checkpointed_run(home) and len(list((home / "runs" / "cyclegan" / "monet").iterdir())) > 1,
-              proc)
+    # the home already holds a finished cyclegan run with its checkpoint: wait for a second one (the new run's),
+    # so that the kill lands after the run is recorded as running, never in the instant its lock appears
+    _wait_for(lambda: len(list((home / "runs" / "cyclegan" / "monet").glob("*/checkpoints/last.pt"))) > 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert list((home / "runs" / "cyclegan" / "monet").glob(".*.lock"))  # the dead holder's lock is left behind
@@ -469,7 +466,7 @@ def test_sigterm_prints_how_to_resume(world, when):
     home, root = world["home"], world["root"]
     proc = _spawn(home, root, *LONG)
     if when == "training":
-        _wait_for(lambda: _checkpointed_run(home) and len(list((home / "runs" / "cyclegan" / "monet").glob(
+        _wait_for(lambda: len(list((home / "runs" / "cyclegan" / "monet").glob(
             "*/checkpoints/last.pt"))) > 1, proc)
     else:  # as soon as bench's handler is installed (its imports done), before the run has started
         _wait_for(lambda: _catches(proc.pid, signal.SIGTERM), proc)

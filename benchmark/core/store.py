@@ -262,8 +262,9 @@ class Store:
                         con.execute(stmt)
                 con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException:  # a SIGTERM (KeyboardInterrupt) may land before BEGIN took effect or after COMMIT
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
                 raise
         finally:
             con.close()
