@@ -61,3 +61,25 @@ def test_a_damaged_or_foreign_file_is_refused(tmp_path):
 def test_a_layer_it_lacks(real):
     with pytest.raises(ArtshiftError, match="unknown effnet-lite0 layer"):
         real(torch.zeros(1, 3, 224, 224), ["effnet-lite0:999"])
+
+
+def test_folded_extraction_matches_the_plain_network_at_every_layer(real, shared_data):
+    """The extractor runs a BatchNorm-folded copy for speed; every pooled layer must equal the
+    plain timm network's own stages (hooked independently) to float32 rounding."""
+    photos = list_images(shared_data / "pacs" / "photo" / "guitar")[:8]
+    batch = torch.stack([real.preprocess(np.asarray(load_image(p))) for p in photos])
+    net, seen = real.network, []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.mean((2, 3)).double()))
+             for m in (net.bn1, *net.blocks, net.bn2)]
+    try:
+        with torch.no_grad():
+            net(batch.contiguous(memory_format=torch.channels_last))
+    finally:
+        for h in hooks:
+            h.remove()
+    ours = real(batch)
+    assert len(seen) == len(effnet.LAYERS) == 9
+    for layer, ref in zip(effnet.LAYERS, seen):
+        got = ours[layer].double()
+        assert (got - ref).abs().max().item() <= 1e-4 * max(1.0, ref.abs().max().item()), layer
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in real.fused.modules())
