@@ -40,6 +40,7 @@ import pandas as pd
 from benchmark.core import registry
 from benchmark.core.errors import ArtshiftError, did_you_mean
 from benchmark.core.locks import RunLock
+from benchmark.core.spec import RunSpec, override_values, set_text
 from benchmark.core.store import frame
 from benchmark.data import ARTISTS, resolution
 from benchmark.features.extractor import is_random_init
@@ -63,20 +64,16 @@ CSV_COLUMNS = ["method", "profile", "artist", "seed", "method_weights", "display
 # --- reading the store ---------------------------------------------------------------------------
 
 def overrides_of(spec_json: Any) -> str:
-    """``"lr=0.001, n_blocks=6"`` from a stored spec (v2: canonical JSON values; v1: the typed text)."""
+    """``"lr=0.001, n_blocks=6"`` from a stored spec, for display (read from the raw JSON: rows of
+    every spec version and of evals, not only whole run specs)."""
     try:
         raw = json.loads(spec_json) if isinstance(spec_json, str) else {}
     except ValueError:
         return ""
-    parts = []
-    for key, value in raw.get("overrides", []) if isinstance(raw, dict) else []:
-        if raw.get("spec_version", 1) >= 2:
-            try:
-                value = json.loads(value)
-            except (TypeError, ValueError):
-                pass
-        parts.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
-    return ", ".join(parts)
+    if not isinstance(raw, dict):
+        return ""
+    pairs = override_values(raw.get("overrides", []), raw.get("spec_version", 1))
+    return ", ".join(f"{k}={set_text(v)}" for k, v in pairs)
 
 
 def tags_of(method: str, profile: str, kind: str, spec_json: Any, run_dir: Any) -> str:
@@ -140,18 +137,10 @@ def resume_command(run: Any) -> str:
         raw = json.loads(run.spec_json)
     except (TypeError, ValueError):
         raw = {}
-    sets = ""
-    for key, value in raw.get("overrides", []) if isinstance(raw, dict) else []:
-        if raw.get("spec_version", 1) >= 2:
-            try:
-                value = json.loads(value)
-            except (TypeError, ValueError):
-                pass
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        sets += f" --set {key}={value}"
-    seed = "" if run.seed is None or pd.isna(run.seed) else f" --seed {int(run.seed)}"
-    return f"bench run --method {run.method} --artist {run.artist} --profile {run.profile}{seed}{sets}"
+    raw = raw if isinstance(raw, dict) else {}
+    seed = 0 if run.seed is None or pd.isna(run.seed) else int(run.seed)
+    return RunSpec(run.method, run.artist, run.profile, seed, tuple(tuple(kv) for kv in raw.get("overrides", ())),
+                   spec_version=raw.get("spec_version", 1)).command()
 
 
 def interrupted_notes(runs: pd.DataFrame) -> list[str]:

@@ -83,6 +83,23 @@ def _add(store, run_id, method, artist, rows, seed=0, profile="smoke", status="d
     store.finish_run(run_id, status, {"fit_s": 1.0})
 
 
+def test_the_printed_run_command_reproduces_the_run_id():
+    """Every hint prints ``RunSpec.command()``; fed back through --set parsing it must rebuild the
+    same config, hence the same run id, for list, bool and None values too (lists once printed as
+    Python lists, which --set cannot read)."""
+    from benchmark.core.registry import methods
+    from benchmark.pipeline.runner import make_spec
+
+    for method, overrides in (("cut", {"nce_layers": "pad,down1_conv,res2", "flip": "false"}),
+                              ("ours", {"bank_image_size": "none", "lr": "1e-4"})):
+        _, _, spec = make_spec(method, "monet", "ci", 3, overrides, "fp")
+        words = spec.command().split()
+        assert words[:9] == ["bench", "run", "--method", method, "--artist", "monet", "--profile", "ci", "--seed"]
+        again = dict(parse_overrides([words[i + 1] for i, w in enumerate(words) if w == "--set"]))
+        assert make_spec(method, "monet", "ci", int(words[9]), again, "fp")[2].run_id == spec.run_id
+        assert set(again) == set(overrides) and methods.get(method)
+
+
 def test_store_roundtrip_wal_and_only_done_runs_in_results(tmp_path):
     store = Store(tmp_path / "r.sqlite")
     _add(store, "a", "cyclegan", "monet", [_row(2048, 50.0), _row(64, 0.5)])

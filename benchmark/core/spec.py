@@ -41,6 +41,29 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(canonical(dataclasses.asdict(config)).encode()).hexdigest()[:16]
 
 
+def set_text(value: Any) -> str:
+    """A config value as ``--set key=VALUE`` reads it back (lists comma-joined, booleans true/false,
+    None as none), so a printed command reproduces the run instead of failing to parse."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(set_text(v) for v in value)
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def override_values(overrides: Any, spec_version: int) -> list[tuple[str, Any]]:
+    """``[(key, value)]`` as the config holds them (v2 stores canonical JSON; v1 the typed text)."""
+    out = []
+    for key, value in overrides or ():
+        if spec_version >= 2:
+            try:
+                value = json.loads(value)
+            except (TypeError, ValueError):
+                pass
+        out.append((key, value))
+    return out
+
+
 @dataclass(frozen=True)
 class RunSpec:
     method: str
@@ -77,6 +100,14 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def override_values(self) -> list[tuple[str, Any]]:
+        return override_values(self.overrides, self.spec_version)
+
+    def command(self) -> str:
+        """The `bench run` command that makes (or resumes) this run: the one spelling every hint uses."""
+        sets = "".join(f" --set {k}={set_text(v)}" for k, v in self.override_values())
+        return f"bench run --method {self.method} --artist {self.artist} --profile {self.profile} --seed {self.seed}{sets}"
 
     @staticmethod
     def from_json(text: str) -> RunSpec:

@@ -41,10 +41,7 @@ class FinishedRun:
 
     def command(self) -> str:
         """The `bench run` command that made this run (add --force to retrain it)."""
-        sets = "".join(f" --set {k}={json.loads(v) if self.spec.spec_version >= 2 else v}"
-                       for k, v in self.spec.overrides)
-        return (f"bench run --method {self.method} --artist {self.artist} --profile {self.profile} "
-                f"--seed {self.seed}{sets}")
+        return self.spec.command()
 
     def check_final_state(self) -> None:
         """Refuse a finished run whose final checkpoint changed since it finished (sha256 recorded then)."""
