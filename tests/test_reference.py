@@ -143,6 +143,11 @@ def test_a_new_run_with_reference_has_its_usual_id_and_own_rows(world):
     assert _values(res.reference_metrics) != _values(res.metrics)
     assert _values(json.loads((res.run_dir / "metrics.json").read_text())) == _values(
         res.metrics)  # the run folder holds only its own rows
+    # --force makes new translations: their rows against the reference are measured again, not kept
+    again = runner.execute("original", "monet", profile="ci", seed=3, data_root=root, home=home, progress=False,
+                           reference=ref, force=True)
+    assert again.reference_id == res.reference_id
+    assert min(m["created_at"] for m in again.reference_metrics) > max(m["created_at"] for m in res.reference_metrics)
 
 
 def test_eval_with_the_runs_own_photos_as_reference_is_its_own_row(world):

@@ -165,16 +165,17 @@ def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors
 
 def _measure_reference(store: Store, home: Path, spec: RunSpec, run_dir: Path, domain: data.Domain,
                        photos: list[Path], reference: Path, *, weights: str, skip_bad: bool, progress: bool,
-                       device: str) -> tuple[str, list[dict[str, Any]]] | None:
+                       device: str, fresh: bool) -> tuple[str, list[dict[str, Any]]] | None:
     """``bench run --reference``: a finished run's translations measured against ``photos`` into the
-    run's row for that reference set, unless already measured there with these weights (the run's
-    own rows are never touched); None when ``photos`` are the run's own photo test set."""
+    run's row for that reference set, unless already measured there with these weights and the
+    translations are not ``fresh`` (the run's own rows are never touched); None when ``photos`` are
+    the run's own photo test set."""
     ref = data.fingerprint(photos)
     if ref == data.fingerprint(domain.photos_test):
         return None
     target = reference_id(spec.run_id, ref)
     stored = store.run(target)
-    if stored and stored["status"] == "done":
+    if not fresh and stored and stored["status"] == "done":
         extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
         if extractor.id in {r["extractor_id"] for r in store.metrics_for(target)}:
             return target, store.metrics_for(target)
@@ -340,7 +341,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                 res.reference_id, res.reference_metrics = _measure_reference(
                     store, home, spec, run_dir, domain, ref_photos, Path(reference),
                     weights=weights or default_weights(profile), skip_bad=skip_bad, progress=progress,
-                    device=device) or (None, [])
+                    device=device, fresh=False) or (None, [])
             return res
         if force:
             if run_dir.exists():
@@ -410,10 +411,10 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         metrics = store.metrics_for(spec.run_id) if store is not None else rows_as_json(spec.run_id, rows)
         res = RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
         if store is not None and ref_photos is not None:  # after DONE: the run's own rows come first
-            res.reference_id, res.reference_metrics = _measure_reference(
+            res.reference_id, res.reference_metrics = _measure_reference(  # new translations (e.g. --force)
                 store, home, spec, run_dir, domain, ref_photos, Path(reference),
                 weights=weights or default_weights(profile), skip_bad=skip_bad, progress=progress,
-                device=device) or (None, [])
+                device=device, fresh=True) or (None, [])
         return res
 
 
