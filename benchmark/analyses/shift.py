@@ -56,6 +56,7 @@ from benchmark.metrics import shift as shift_metrics
 from benchmark.metrics.fid import fid_from_features
 from benchmark.metrics.mmd import mmd2_unbiased, poly_kernel
 from benchmark.pipeline.evaluate import make_extractor
+from benchmark.pipeline.reference import reference_photos, store_reference_rows
 from benchmark.pipeline.runs import FinishedRun, find_run
 
 log = logging.getLogger("artshift.shift")
@@ -484,24 +485,30 @@ class ShiftRun:
 def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = "smoke", seed: int = 0,
               layers: str | None = None, weights: str | None = None, data_root: Path | None = None,
               home: Path | None = None, out_dir: Path | None = None, max_photos: int | None = None,
-              networks: str | None = None,
+              networks: str | None = None, reference: Path | None = None,
               progress: bool = True, device: str = "cpu", bootstrap: int = BOOTSTRAP,
               figures: Callable[[ShiftResult, Path, str], list[Path]] | None = None) -> ShiftRun:
     """``bench shift``: choose the sets, check them all, compute, then write figures, CSV and rows.
 
     ``figures(result, out_dir, title_suffix)`` draws the plots (``reports.plots.shift_figures``
-    from the CLI; the harness itself never imports ``reports``).
+    from the CLI; the harness itself never imports ``reports``). ``reference``: a folder of photos
+    split into the halves instead of the photo test set; the rows then go to each run's row for that
+    reference set (``benchmark.pipeline.reference``), never over its own.
     """
     home = paths.home(home)
     store = Store(home / "results.sqlite")
     nets, named = parse_networks(networks, home, weights)
     wanted = parse_layers(layers, nets)
+    ref_photos = reference_photos(reference) if reference is not None else None
     domain = data.ensure_domain(artist, paths.data_root(data_root), home, progress=progress)
     sets = choose_sets(store, domain, artist, profile, seed, runs)  # every bad run is an error before any work
+    ref = data.fingerprint(ref_photos) if ref_photos is not None else None
+    if ref is not None and ref == data.fingerprint(domain.photos_test):
+        ref = None  # the data's own photo test set: the runs' own rows
     side = translate_side(store, sets, profile)
     resized = home / "cache" / "resized"
     photos_a, photos_b = (resolution.reference_copies(half, side, resized)
-                          for half in photo_halves(domain.photos_test, limit=max_photos))
+                          for half in photo_halves(ref_photos or domain.photos_test, limit=max_photos))
     if sets[0].run_id is None:  # the paintings themselves stand for "original": the same down-up resize
         sets[0] = dataclasses.replace(sets[0], paths=resolution.reference_copies(sets[0].paths, side, resized))
     # networks the user named, or found with real weights, must load them (never a silent random init)
@@ -510,7 +517,8 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
                   for net in wanted}
     result = compute_shift(extractors, wanted, photos_a, photos_b, sets, home / "cache" / "shift",
                            bootstrap=bootstrap, progress=progress)
-    out_dir = Path(out_dir) if out_dir else home / "reports" / "shift" / f"{artist}-{profile}"
+    out_dir = Path(out_dir) if out_dir else home / "reports" / "shift" / (
+        f"{artist}-{profile}" + (f"-ref-{ref[:12]}" if ref else ""))
     files = [write_csv(result, out_dir / "shift.csv")]
     if figures is not None:
         files += figures(result, out_dir, f"{artist}, {profile}")
@@ -520,7 +528,16 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
                      "paintings themselves and their rows are not stored (run `bench run --method original`)")
     if all(v is None for lr in result.layers.values() for v in lr.fd.values()):
         notes.append(f"Frechet distance: n <= dims at every layer (n = {result.n} paintings), so KID only")
-    rows = metric_rows(result)
-    for run_id, rs in rows.items():
-        store.add_metrics(run_id, rs)
-    return ShiftRun(result, out_dir, files, {k: len(v) for k, v in rows.items()}, notes)
+    if ref is not None:
+        notes.append(f"reference photos: {reference} (content hash {ref[:12]}) instead of the photo test set")
+    stored = {}
+    for run_id, rs in metric_rows(result).items():
+        if ref is None:
+            store.add_metrics(run_id, rs)
+        else:  # the run's row for this reference set
+            run = store.run(run_id)
+            run_id = store_reference_rows(store, home, run_id=run_id, method=run["method"], profile=run["profile"],
+                                          artist=artist, run_dir=Path(run["run_dir"]), ref=ref,
+                                          source={"reference": str(Path(reference).resolve())}, rows=rs)
+        stored[run_id] = len(rs)
+    return ShiftRun(result, out_dir, files, stored, notes)

@@ -21,6 +21,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DataRoot = typer.Option(None, "--data-root", help="dataset root (default: $ARTSHIFT_DATA, else the user cache)")
 Home = typer.Option(None, "--home", help="where runs, caches and results go (default: $ARTSHIFT_HOME)")
+Reference = typer.Option(None, "--reference", help="a folder of photos to measure against instead of the data's "
+                                                   "photo test set (rows keyed by its content hash; a run's own "
+                                                   "rows are unchanged)")
 
 
 class Fmt(str, Enum):

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from benchmark.cli.common import BadImage, DataRoot, Home, Weights, _metrics_table, err, out
+from benchmark.cli.common import BadImage, DataRoot, Home, Reference, Weights, _metrics_table, err, out
 from benchmark.core import paths, registry
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.profiles import parse_overrides
@@ -38,6 +38,7 @@ def run_cmd(
     device: str = typer.Option("cpu", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
+    reference: Optional[Path] = Reference,
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
@@ -45,7 +46,8 @@ def run_cmd(
 
     res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
                   home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
-                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device, wait=wait)
+                  skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device, wait=wait,
+                  reference=reference)
     state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
     out.print(escape(f"run {res.run_id} {state}: {res.run_dir}"), highlight=False)
     if res.timings:
@@ -53,6 +55,10 @@ def run_cmd(
     if res.skipped:
         err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
     out.print(_metrics_table(res.metrics, f"{method} / {artist} / {profile} / seed {seed}"))
+    if res.reference_id:
+        out.print(_metrics_table(res.reference_metrics, f"against {reference}: {res.reference_id}"))
+    elif reference is not None:
+        out.print(escape(f"{reference} holds the run's own photo test set: its own rows above"), highlight=False)
 
 
 RunId = typer.Option(None, "--run", help="a run id (from `bench run` or `bench leaderboard --format csv`)")
@@ -85,6 +91,12 @@ def eval_cmd(
     on_bad_image: BadImage = typer.Option(BadImage.error, "--on-bad-image"),
     device: str = typer.Option("cpu", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    reference: Optional[Path] = Reference,
+    translate_side: Optional[str] = typer.Option(
+        None, "--translate-side", help="with --images: the shorter side in px the translations were made at "
+                                       "(the photos are resized down and up to it, as in a run's own evaluation), "
+                                       "or 'native' (default: the side in a `bench translate` folder's manifest, "
+                                       "else native)"),
 ) -> None:
     """Measure a finished run again (--run, or --method/--artist) or any folder of translations (--images)."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
@@ -92,6 +104,9 @@ def eval_cmd(
 
     names = [n.strip() for n in with_.split(",") if n.strip()]
     skip = on_bad_image is BadImage.skip
+    if translate_side is not None and images is None:
+        raise ArtshiftError("--translate-side is for --images folders",
+                            hint="a run (--run / --method) is always measured at its own translate side")
     if images is not None:
         if run_id or method:
             raise ArtshiftError("pass either --images (an external folder) or a run (--run / --method), not both")
@@ -99,16 +114,39 @@ def eval_cmd(
             raise ArtshiftError("--images needs --artist (whose photo test set) and --name (the row label)")
         res = evaluate_folder(images, artist, name, data_root=data_root, home=home,
                               weights=weights.value if weights else "auto", with_=names, skip_bad=skip,
-                              progress=not quiet, device=device)
+                              progress=not quiet, device=device, reference=reference,
+                              translate_side=_side(translate_side))
         title = f"{name} / {artist}"
     else:
         run, store = _find_run(home, run_id, method, artist, profile, seed)
         res = evaluate_run(run, with_=names, weights=weights.value if weights else None, home=home,
-                           data_root=data_root, skip_bad=skip, progress=not quiet, device=device, store=store)
+                           data_root=data_root, skip_bad=skip, progress=not quiet, device=device, store=store,
+                           reference=reference)
         title = f"run {run.run_id}: {run.method} / {run.artist} / {run.profile} / seed {run.seed}"
+        if res.run_id != run.run_id:
+            title += f", against other photos: {res.run_id}"
     if res.skipped:
         err.print(escape(f"skipped {len(res.skipped)} bad images: {', '.join(res.skipped)}"))
     out.print(_metrics_table(res.metrics, title))
+
+
+def _side(text: Optional[str]) -> int | str | None:
+    """``--translate-side``: a number of pixels, ``native`` (None), or absent (the folder's manifest)."""
+    # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
+    from benchmark.pipeline.runner import FROM_MANIFEST
+
+    if text is None:
+        return FROM_MANIFEST
+    if text.strip().lower() == "native":
+        return None
+    try:
+        side = int(text)
+    except ValueError:
+        side = 0
+    if side < 1:
+        raise ArtshiftError(f"--translate-side {text!r} is not a side in pixels",
+                            hint="pass a positive number of pixels (e.g. 32 at ci, 64 at smoke) or native")
+    return side
 
 
 def translate_cmd(

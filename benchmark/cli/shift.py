@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from benchmark.cli.common import DataRoot, Home, Weights, out
+from benchmark.cli.common import DataRoot, Home, Reference, Weights, out
 
 
 def _fmt(value, low=None, high=None) -> str:
@@ -44,6 +44,7 @@ def shift_cmd(
     home: Optional[Path] = Home,
     device: str = typer.Option("cpu", "--device"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    reference: Optional[Path] = Reference,
 ) -> None:
     """Per layer: KID of each set to photo half A (with the photo noise floor), gap closed, CKA kept."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
@@ -53,7 +54,8 @@ def shift_cmd(
     ids = [r.strip() for r in runs.split(",") if r.strip()] if runs else None
     res = run_shift(artist, runs=ids, profile=profile, seed=seed, layers=layers, networks=networks,
                     weights=weights.value if weights else None, data_root=data_root, home=home, out_dir=out_dir,
-                    max_photos=max_photos, progress=not quiet, device=device, figures=shift_figures)
+                    max_photos=max_photos, progress=not quiet, device=device, figures=shift_figures,
+                    reference=reference)
     r = res.result
     table = Table(title=escape(f"bench shift: {artist} / {profile}: n = {r.n} per set, photo halves A {r.n_a} / "
                                f"B {r.n_b}; KID to A with 95% bootstrap intervals"))

@@ -36,11 +36,12 @@ from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
 from benchmark.core.method import RunContext, TrainData
 from benchmark.core.profiles import apply_overrides, check_profile, default_weights
-from benchmark.core.spec import SPEC_VERSION, RunSpec, canonical
+from benchmark.core.spec import SPEC_VERSION, RunSpec
 from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
 from benchmark.features.extractor import calibration_photos
 from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
+from benchmark.pipeline.reference import record_evaluation, reference_id, reference_photos, store_reference_rows
 from benchmark.pipeline.runs import FinishedRun, output_name
 from benchmark.pipeline.training import CHECKPOINT, seed_everything
 
@@ -55,6 +56,8 @@ class RunResult:
     reused: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    reference_id: str | None = None  # `bench run --reference`: the row measured against those photos
+    reference_metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -142,12 +145,15 @@ def run_dir_for(home: Path, spec: RunSpec) -> Path:
 
 def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors: tuple[str, ...] | list[str],
              weights: str, metrics: list[str] | None, skip_bad: bool, progress: bool,
-             device: str, side: int | None) -> tuple[list[MetricRow], list[Path]]:
-    """Every applicable metric row of ``outputs`` against the domain's photo test set, resized down
-    and up to the translate ``side`` as the outputs were (nothing written)."""
+             device: str, side: int | None,
+             reference: list[Path] | None = None) -> tuple[list[MetricRow], list[Path]]:
+    """Every applicable metric row of ``outputs`` against the domain's photo test set (or the
+    ``reference`` photos), resized down and up to the translate ``side`` as the outputs were
+    (nothing written)."""
     rows: list[MetricRow] = []
     skipped: list[Path] = []
-    photos = resolution.reference_copies(domain.photos_test, side, home / "cache" / "resized", skip_bad=skip_bad)
+    real = domain.photos_test if reference is None else reference
+    photos = resolution.reference_copies(real, side, home / "cache" / "resized", skip_bad=skip_bad)
     for name in extractors:
         extractor = make_extractor(weights, calibration_photos(domain), home, device=device, name=name)
         ev = evaluate_paths(outputs, photos, extractor, home / "cache" / "stats", skip_bad=skip_bad,
@@ -155,6 +161,33 @@ def _measure(outputs: list[Path], domain: data.Domain, home: Path, *, extractors
         rows += ev.rows
         skipped += [p for p in ev.skipped if p not in skipped]
     return rows, skipped
+
+
+def _measure_reference(store: Store, home: Path, spec: RunSpec, run_dir: Path, domain: data.Domain,
+                       photos: list[Path], reference: Path, *, weights: str, skip_bad: bool, progress: bool,
+                       device: str, fresh: bool) -> tuple[str, list[dict[str, Any]]] | None:
+    """``bench run --reference``: a finished run's translations measured against ``photos`` into the
+    run's row for that reference set, unless already measured there with these weights and the
+    translations are not ``fresh`` (the run's own rows are never touched); None when ``photos`` are
+    the run's own photo test set."""
+    ref = data.fingerprint(photos)
+    if ref == data.fingerprint(domain.photos_test):
+        return None
+    target = reference_id(spec.run_id, ref)
+    stored = store.run(target)
+    if not fresh and stored and stored["status"] == "done":
+        extractor = make_extractor(weights, calibration_photos(domain), home, device=device)
+        if extractor.id in {r["extractor_id"] for r in store.metrics_for(target)}:
+            return target, store.metrics_for(target)
+    outputs = [run_dir / "translated" / output_name(rel) for _, rel in painting_sources(domain)]
+    t = time.perf_counter()
+    rows, _ = _measure([o for o in outputs if o.exists()], domain, home, extractors=DEFAULT_EXTRACTORS,
+                       weights=weights, metrics=None, skip_bad=skip_bad, progress=progress, device=device,
+                       side=spec.translate_side, reference=photos)
+    store_reference_rows(store, home, run_id=spec.run_id, method=spec.method, profile=spec.profile,
+                         artist=spec.artist, run_dir=run_dir, ref=ref, source={"reference": str(reference.resolve())},
+                         rows=rows, timings={"evaluate_s": time.perf_counter() - t})
+    return target, store.metrics_for(target)
 
 
 def _record_failure(store: Store, run_id: str, exc: BaseException, timings: dict[str, float]) -> None:
@@ -259,18 +292,25 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
             skip_bad: bool = False, progress: bool = True, device: str = "cpu",
-            store: Store | None = None, wait: float = 0.0, worker: bool = False) -> RunResult:
+            store: Store | None = None, wait: float = 0.0, worker: bool = False,
+            reference: Path | None = None) -> RunResult:
     """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded.
 
     ``wait``: seconds to wait while another process holds this run (0: say who holds it, at once).
     ``worker``: a sweep worker, possibly on a network file system where SQLite locking is unsafe:
     the result goes only into the run folder (``metrics.json``, ``status.json``, ``DONE``) and the
     store is never opened; ``benchmark.analyses.sweep.collect`` imports it later, from one process.
+    ``reference``: a folder of photos the run is also measured against (its run id and own rows are
+    unchanged; a finished run is only measured against it), into the row keyed by their content hash.
     """
     overrides = dict(overrides or {})
     home = paths.home(home)
     cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
                                                    progress)  # every setting checked before anything is created
+    if reference is not None and worker:
+        raise ArtshiftError("--reference is not available to sweep workers (they never open the store)",
+                            hint=f"measure the finished runs afterwards: `bench eval --run ID --reference {reference}`")
+    ref_photos = reference_photos(Path(reference), skip_bad=skip_bad) if reference is not None else None
     if not worker:
         store = store or Store(home / "results.sqlite")
     run_dir = run_dir_for(home, spec)
@@ -295,8 +335,14 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                                        side=spec.translate_side)
                     store.add_metrics(spec.run_id, rows)
                     _write_metrics_json(run_dir, store, spec.run_id)
-            return RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
-                             timings=json.loads(stored["timings_json"] or "{}"))
+            res = RunResult(spec.run_id, run_dir, spec, store.metrics_for(spec.run_id), reused=True,
+                            timings=json.loads(stored["timings_json"] or "{}"))
+            if ref_photos is not None:
+                res.reference_id, res.reference_metrics = _measure_reference(
+                    store, home, spec, run_dir, domain, ref_photos, Path(reference),
+                    weights=weights or default_weights(profile), skip_bad=skip_bad, progress=progress,
+                    device=device, fresh=False) or (None, [])
+            return res
         if force:
             if run_dir.exists():
                 shutil.rmtree(run_dir)
@@ -363,7 +409,13 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             logging.getLogger("artshift").removeHandler(file_log)
             file_log.close()
         metrics = store.metrics_for(spec.run_id) if store is not None else rows_as_json(spec.run_id, rows)
-        return RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
+        res = RunResult(spec.run_id, run_dir, spec, metrics, timings=timings, skipped=[str(p) for p in skipped])
+        if store is not None and ref_photos is not None:  # after DONE: the run's own rows come first
+            res.reference_id, res.reference_metrics = _measure_reference(  # new translations (e.g. --force)
+                store, home, spec, run_dir, domain, ref_photos, Path(reference),
+                weights=weights or default_weights(profile), skip_bad=skip_bad, progress=progress,
+                device=device, fresh=True) or (None, [])
+        return res
 
 
 def _as_field_value(value: Any) -> Any:
@@ -525,17 +577,22 @@ def translate_run(run: FinishedRun, images: Path, out_dir: Path, *, home: Path |
 
 def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: str | None = None,
                  home: Path | None = None, data_root: Path | None = None, skip_bad: bool = False,
-                 progress: bool = True, device: str = "cpu", store: Store | None = None) -> RunResult:
-    """``bench eval --run``: (re-)measure a finished run's stored translations; no training."""
+                 progress: bool = True, device: str = "cpu", store: Store | None = None,
+                 reference: Path | None = None) -> RunResult:
+    """``bench eval --run``: (re-)measure a finished run's stored translations; no training.
+
+    Against other photos (``reference``, or another data set's via ``data_root``) the rows go to the
+    run's row for that reference set (``benchmark.pipeline.reference``), never over its own."""
     home = paths.home(home)
     store = store or Store.open(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [], run.artist, home=home, run_id=run.run_id)
+    ref_photos = reference_photos(reference, skip_bad=skip_bad) if reference is not None else None
     if store.read_only:  # a read-only home (an archive): show what is measured, or say that this must write
         stored = [m for m in store.metrics_for(run.run_id)
                   if m["layer"].split(":")[0] in extractors and (metrics is None or m["metric"] in metrics)
                   and (weights in (None, "auto") or m["extractor_id"].startswith(
                       "pretrained" if weights == "pretrained" else "random"))]
-        if data_root is None and stored:
+        if data_root is None and reference is None and stored:
             return RunResult(run.run_id, run.run_dir, run.spec, stored, reused=True)
         raise ArtshiftError(f"{store.path} is read-only and holds no such measurement of run {run.run_id}: "
                             f"`bench eval --run` must write the new one there",
@@ -547,29 +604,28 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
     if missing and not skip_bad:
         raise ArtshiftError(f"run {run.run_id} lacks {len(missing)} translation(s), e.g. {missing[0]}",
                             hint="run `bench run` for it again (it resumes), or pass --on-bad-image skip")
+    own_data = data_root is None or data.split_fingerprint(domain) == run.spec.data_fingerprint
+    photos = list(domain.photos_test) if ref_photos is None else ref_photos
+    ref = data.fingerprint(photos) if not own_data or ref_photos is not None else ""
+    own = own_data and (ref_photos is None or ref == data.fingerprint(domain.photos_test))
     t = time.perf_counter()
     rows, skipped = _measure([o for o in outputs if o.exists()], domain, home, extractors=extractors,
                              weights=weights or default_weights(run.profile), metrics=metrics, skip_bad=skip_bad,
-                             progress=progress, device=device, side=run.spec.translate_side)
+                             progress=progress, device=device, side=run.spec.translate_side, reference=photos)
     timings = {"evaluate_s": time.perf_counter() - t}
     target = run.run_id
-    if data_root is None or data.split_fingerprint(domain) == run.spec.data_fingerprint:  # the run's own data
+    if own:  # the run's own data and photos
         store.add_metrics(run.run_id, rows)
         _write_metrics_json(run.run_dir, store, run.run_id)
-    else:
-        # other data: a new row keyed by the reference photos' content hash, beside (never over) the run's own
-        ref = data.fingerprint(domain.photos_test)
-        target = f"{run.run_id}@ref-{ref[:12]}"
-
-        store.start_run(target, kind="eval", method=f"{run.method} [{run.profile}; run {run.run_id}; reference "
-                                                     f"photos {ref[:12]}]",
-                        artist=run.artist, profile="external", seed=None,
-                        spec_json=canonical({"run_id": run.run_id, "reference_photos": ref, "data_root": str(root)}),
-                        run_dir=str(run.run_dir / "translated"), data_fingerprint=ref)
-        store.finish_run(target, "done", timings, rows=rows)
-        record_evaluation(home, store, target)
-        log.info("%s is not run %s's own data: measured as %s (the run's own rows are unchanged)", root,
-                 run.run_id, target)
+    else:  # other photos: the row keyed by their content hash, beside (never over) the run's own
+        source = {"data_root": str(root)} if data_root is not None else {}
+        if reference is not None:
+            source["reference"] = str(Path(reference).resolve())
+        target = store_reference_rows(store, home, run_id=run.run_id, method=run.method, profile=run.profile,
+                                      artist=run.artist, run_dir=run.run_dir, ref=ref, source=source, rows=rows,
+                                      timings=timings)
+        log.info("%s are not run %s's own photos: measured as %s (the run's own rows are unchanged)",
+                 reference or root, run.run_id, target)
     measured = {(r.metric, r.layer, r.extractor_id, r.resize_mode) for r in rows}
     shown = [m for m in store.metrics_for(target)
              if (m["metric"], m["layer"], m["extractor_id"], m["resize_mode"]) in measured]
@@ -577,42 +633,69 @@ def evaluate_run(run: FinishedRun, *, with_: list[str] | None = None, weights: s
                      timings=timings, skipped=[str(p) for p in skipped + missing])
 
 
-def record_evaluation(home: Path, store: Store, run_id: str) -> None:
-    """An evaluation without a run folder (an external folder, a run against other data), kept as
-    ``<home>/evals/<id>.json`` (its store row and metric rows), so `bench store rebuild` recovers it."""
-    try:
-        write_atomic(home / "evals" / f"{run_id.replace('/', '_')}.json", json.dumps(
-            {"run": store.run(run_id), "metrics": store.metrics_for(run_id)}, indent=2, default=str))
-    except OSError as exc:  # the store has it; only the rebuild copy is missing
-        log.warning("could not keep a copy of evaluation %s for `bench store rebuild`: %s", run_id, exc)
+FROM_MANIFEST = "manifest"  # evaluate_folder's default translate side: what the folder's manifest says
+
+
+def manifest_side(folder: Path) -> int | None:
+    """The translate side (``benchmark.data.resolution``) at which the run behind a `bench translate`
+    folder translated it; None (native) for a folder without a manifest."""
+    info = read_translations_manifest(folder)
+    if info is None:
+        return None
+    made = info.get("translate")
+    if not isinstance(made, dict) or not (made.get("side") is None or isinstance(made.get("side"), int)):
+        raise ArtshiftError(f"{Path(folder) / TRANSLATIONS_MANIFEST} does not say at which size run "
+                            f"{info.get('run_id')} translated",
+                            hint="pass --translate-side N (the run's translate side: 32 at ci, 64 at smoke) or "
+                                 "--translate-side native")
+    return made.get("side")
 
 
 def evaluate_folder(images: Path, artist: str, name: str, *, data_root: Path | None = None,
                     home: Path | None = None, weights: str = "auto", with_: list[str] | None = None,
                     skip_bad: bool = False, progress: bool = True, device: str = "cpu",
-                    store: Store | None = None) -> RunResult:
-    """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift)."""
+                    store: Store | None = None, reference: Path | None = None,
+                    translate_side: int | str | None = FROM_MANIFEST) -> RunResult:
+    """``bench eval --images``: rank any folder of translations (e.g. from a method outside artshift).
+
+    ``translate_side``: the side the translations were made at, which the photos get too (down and up,
+    as in a run's own evaluation): ``FROM_MANIFEST`` reads it from a `bench translate` folder's
+    manifest (native without one), None is native. It is part of the row's spec and of its label.
+    ``reference``: a folder of photos instead of the artist's photo test set (its content hash is the
+    row's data fingerprint, and in its label)."""
     home = paths.home(home)
     root = paths.data_root(data_root)
     data.check_artist(artist, root, home)
     store = store or Store(home / "results.sqlite")
     extractors, metrics = split_with(with_ or [], artist, home=home)
     images = Path(images)
+    if translate_side is not None and translate_side != FROM_MANIFEST and (
+            not isinstance(translate_side, int) or translate_side < 1):
+        raise ArtshiftError(f"translate side {translate_side!r} is not a side in pixels",
+                            hint="pass --translate-side a positive number of pixels (the shorter side the "
+                                 "translations were made at), or native")
+    ref_photos = reference_photos(reference, skip_bad=skip_bad) if reference is not None else None
     listed = data.list_images(images, what="the translated images to measure")
     check_translations_folder(images, listed)  # a `bench translate` folder: only its own, unchanged files
+    side = manifest_side(images) if translate_side == FROM_MANIFEST else translate_side
     fakes, bad = data.readable_images(listed, "skip" if skip_bad else "error")
     if not fakes:
         raise ArtshiftError(f"none of the images in {images} can be read ({data.skipped_summary(bad)})")
     domain = data.ensure_domain(artist, root, home, progress=progress)
     fake_fp = data.fingerprint(fakes)
-    data_fp = data.fingerprint(domain.photos_test)
-    spec = RunSpec.make(name, artist, "external", 0, {"images": fake_fp}, data_fp)
-    store.start_run(spec.run_id, kind="eval", method=name, artist=artist, profile="external", seed=None,
+    own_fp = data.fingerprint(domain.photos_test)
+    data_fp = own_fp if ref_photos is None else data.fingerprint(ref_photos)
+    spec = RunSpec.make(name, artist, "external", 0, {"images": fake_fp}, data_fp, translate_side=side)
+    notes = ([f"translated at {side} px"] if side is not None else []) + (
+        [f"reference photos {data_fp[:12]}"] if data_fp != own_fp else [])
+    label = f"{name} [{'; '.join(notes)}]" if notes else name  # never averaged with a row measured otherwise
+    store.start_run(spec.run_id, kind="eval", method=label, artist=artist, profile="external", seed=None,
                     spec_json=spec.canonical_json(), run_dir=str(images.resolve()), data_fingerprint=data_fp)
     try:
         t = time.perf_counter()
         rows, skipped = _measure(fakes, domain, home, extractors=extractors, weights=weights, metrics=metrics,
-                                 skip_bad=skip_bad, progress=progress, device=device, side=None)
+                                 skip_bad=skip_bad, progress=progress, device=device, side=side,
+                                 reference=ref_photos)
         timings = {"evaluate_s": time.perf_counter() - t}
         store.finish_run(spec.run_id, "done", timings, rows=rows)
     except BaseException as exc:
