@@ -25,6 +25,8 @@ CONFIGS = [  # (name, jobs, threads, OMP_WAIT_POLICY or None for the runtime's d
     ("pair, 2 threads each, PASSIVE", 2, 2, "PASSIVE"),
     ("pair, 1 thread each", 2, 1, None),
     ("solo, 2 threads, PASSIVE", 1, 2, "PASSIVE"),
+    ("solo, shared cores (default)", 1, "share", None),  # benchmark.core.cpu_share: what `bench run` does
+    ("pair, shared cores (default)", 2, "share", None),
 ]
 
 
@@ -40,15 +42,19 @@ def main() -> None:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--artist", default="cezanne")
     ap.add_argument("-n", "--iterations", type=int, default=15)
+    ap.add_argument("--only", default=None, help="comma-separated configuration numbers (1-based) to run")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} profile={args.profile} artist={args.artist} n={args.iterations}")
-    for name, jobs, threads, policy in CONFIGS:
+    chosen = [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
+    for name, jobs, threads, policy in chosen:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        env.pop("OMP_WAIT_POLICY", None)
+        for var in ("OMP_WAIT_POLICY", "ARTSHIFT_THREADS") + (("OMP_NUM_THREADS",) if threads == "share" else ()):
+            env.pop(var, None)
         if policy:
             env["OMP_WAIT_POLICY"] = policy
         cmd = [sys.executable, str(REPO / "benchmarks" / "cyclegan_iter.py"), "--profile", args.profile,
-               "--artist", args.artist, "-n", str(args.iterations), "--warmup", "3", "--threads", str(threads)]
+               "--artist", args.artist, "-n", str(args.iterations), "--warmup", "3"]
+        cmd += ["--share"] if threads == "share" else ["--threads", str(threads)]
         before = os.getloadavg()[0]
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for _ in range(jobs)]

@@ -223,7 +223,8 @@ def run_cell(cell: Cell, threads: int = 1, device: str = "cpu", wait: float = 0.
     t = time.perf_counter()
     try:
         res = execute(cell.method, cell.artist, profile=cell.profile, seed=cell.seed, overrides=dict(cell.overrides),
-                      data_root=cell.data_root, home=cell.home, progress=False, device=device, wait=wait, worker=True)
+                      data_root=cell.data_root, home=cell.home, progress=False, device=device, wait=wait, worker=True,
+                      threads=threads)
     except Exception as exc:
         error = str(exc) if isinstance(exc, ArtshiftError) else f"{type(exc).__name__}: {exc}"
         return {"run_id": cell.run_id, "state": "failed", "error": error, "seconds": time.perf_counter() - t}

@@ -39,6 +39,10 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
     reference: Optional[Path] = Reference,
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="torch threads (default: this machine's cores, split evenly "
+                                               "among the bench jobs running on it; ARTSHIFT_THREADS or "
+                                               "OMP_NUM_THREADS also fix it)"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
@@ -47,7 +51,7 @@ def run_cmd(
     res = execute(method, artist, profile=profile, seed=seed, overrides=parse_overrides(set_), data_root=data_root,
                   home=home, force=force, weights=weights.value if weights else None, deterministic=deterministic,
                   skip_bad=on_bad_image is BadImage.skip, progress=not quiet, device=device, wait=wait,
-                  reference=reference)
+                  reference=reference, threads=threads)
     state = "stored result (finished earlier; --force re-runs)" if res.reused else "finished"
     out.print(escape(f"run {res.run_id} {state}: {res.run_dir}"), highlight=False)
     if res.timings:

@@ -31,6 +31,7 @@ from PIL import Image
 from benchmark import data
 from benchmark.core import paths, registry
 from benchmark.core.atomic import atomic_path, write_atomic
+from benchmark.core.cpu_share import CpuShare
 from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
@@ -293,7 +294,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
             skip_bad: bool = False, progress: bool = True, device: str = "cpu",
             store: Store | None = None, wait: float = 0.0, worker: bool = False,
-            reference: Path | None = None) -> RunResult:
+            reference: Path | None = None, threads: int | None = None) -> RunResult:
     """``bench run``: the whole pipeline for one spec, resumable; returns what was recorded.
 
     ``wait``: seconds to wait while another process holds this run (0: say who holds it, at once).
@@ -315,7 +316,9 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         store = store or Store(home / "results.sqlite")
     run_dir = run_dir_for(home, spec)
     # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
-    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
+    # ``threads``: torch threads; None shares the cores with the other bench jobs on this machine
+    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"), \
+            CpuShare(threads):
         done_marker = run_dir / "DONE"
         if worker and not force and done_marker.exists() and (run_dir / "metrics.json").exists():
             return RunResult(spec.run_id, run_dir, spec, json.loads((run_dir / "metrics.json").read_text()),
