@@ -170,7 +170,7 @@ def test_cli_finetune_random_is_labelled(toy, home, monkeypatch):  # noqa: F811
     _, cyclegan = _runs(store, home, root, domain)
     # the classifier the CLI builds, shrunk (it is ResNet-152 at 224 px for 5000 steps otherwise)
     monkeypatch.setattr(ft, "FinetuneConfig",
-                        lambda weights, arch, steps: dataclasses.replace(TINY, weights=weights, steps=4, eval_every=2))
+                        lambda weights, arch: dataclasses.replace(TINY, weights=weights, steps=4, eval_every=2))
     res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q",
                            "--finetune",
                            "--weights", "random", "--device", "cpu", "--allow-cpu"], terminal_width=250)
@@ -315,15 +315,16 @@ def test_effnet_lite0_runs_on_the_cpu_at_its_default_steps(toy, home, monkeypatc
     root, domain = toy
     seen = {}
 
-    def config(weights, arch, steps):
-        seen.update(arch=arch, steps=steps)
-        return dataclasses.replace(TINY, weights=weights, arch=arch, steps=steps, eval_every=2)
+    def config(weights, arch):
+        seen.update(arch=arch)
+        return dataclasses.replace(TINY, weights=weights, arch=arch, eval_every=2)
 
     monkeypatch.setattr(ft, "FinetuneConfig", config)
     res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q",
                            "--finetune", "--arch", "effnet-lite0", "--steps", "2", "--weights", "random",
                            "--device", "cpu"], terminal_width=250)
     assert res.exit_code == 0, res.output
-    assert seen == {"arch": "effnet-lite0", "steps": 2} and "[finetune:effnet-lite0:random-init]" in res.output
+    assert seen == {"arch": "effnet-lite0"} and "[finetune:effnet-lite0:random-init]" in res.output
+    assert "step 2 of 2 chosen" in res.output  # --steps 2, not TINY's 24
     bad = cli.invoke(app, ["downstream", "--artist", TOY, "--data-root", str(root), "--arch", "effnet-lite0"])
     assert isinstance(bad.exception, ArtshiftError) and "add --finetune" in str(bad.exception)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -82,7 +83,9 @@ def downstream_cmd(
         # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
         from benchmark.analyses.finetune import FinetuneConfig, check_device, default_device
 
-        finetune_cfg = FinetuneConfig(weights=weights or "pretrained", arch=arch or "resnet152", steps=steps)
+        finetune_cfg = FinetuneConfig(weights=weights or "pretrained", arch=arch or "resnet152")
+        if steps is not None:  # else the network's own default (5000, or effnet-lite0's 500)
+            finetune_cfg = dataclasses.replace(finetune_cfg, steps=steps)
         device = device or default_device()
         check_device(device, allow_cpu, finetune_cfg)
     elif weights is not None:
