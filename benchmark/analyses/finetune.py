@@ -148,7 +148,9 @@ class FinetuneConfig:
     arch: str = "resnet152"
     weights: str = "pretrained"  # or "random" (a seeded random init, labelled so)
     size: int = 224
-    steps: int = None  # type: ignore[assignment]  # None: the network's default (ARCHS; 5000 for the ResNets)
+    # None: the network's default (ARCHS: 5000 for the ResNets, 500 for effnet-lite0), resolved at construction,
+    # so dataclasses.replace(cfg, arch=...) keeps the old number: build a new config to get the new default
+    steps: int = None  # type: ignore[assignment]
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.0
