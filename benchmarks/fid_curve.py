@@ -6,15 +6,15 @@ gives the whole curve for the price of its longest point. Each point translates 
 paintings at the translate side exactly as `bench run` does (``translate_all``) and measures them
 against the test photos resized down and up to the same side (``_measure``'s reference copies),
 with the real FID Inception; `original` at the same side (and at the native size) is measured
-once as the horizontal lines. Training time is the sum of ``train_step`` times only (evaluation
-excluded), so the x axis is what a profile of that length would cost at this load; each point
-also records the iteration, so curves from a loaded machine can be re-read against an idle
-per-iteration time from benchmarks/cyclegan_iter.py.
+once as the horizontal lines. Each point records its iteration and the summed ``train_step``
+time (evaluation excluded). The figure's x axis is iterations, which no machine load changes;
+minutes follow from an idle per-iteration time (benchmarks/cyclegan_iter.py), since the summed
+time of a run that shared its cores with other jobs is not what an idle machine would take.
 
 The schedule is the profile's, stretched: ``--iterations N`` sets n_epochs = n_epochs_decay =
-N / (2 * epoch_size), so the learning rate is constant for the first half and decays linearly to
-zero at N. Points before N/2 are therefore mid-training snapshots at full learning rate; the
-last point is a finished run of that length.
+N / (2 * epoch_size), so the learning rate is constant for the first half and decays linearly (the
+reference rule, per epoch) over the second. Points before N/2 are mid-training snapshots at the full
+learning rate; the last point is a finished run of that length.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/fid_curve.py --method cyclegan --artist monet \\
         --iterations 8000 --eval-every 1000 --threads 1 --out curves/cyclegan-monet-64.jsonl
@@ -132,13 +132,25 @@ def plot(files: list[Path], figure: Path) -> None:
     for f in files:
         lines = [json.loads(x) for x in Path(f).read_text().splitlines() if x.strip()]
         runs.append(({x["kind"]: x for x in lines if x["kind"] != "point"}, [x for x in lines if x["kind"] == "point"]))
+    print("| run | iteration | train s (this load) | FID-2048 | FID-768 | FID-192 | KID-2048 |")
+    print("|---|---|---|---|---|---|---|")
+    for head, points in runs:
+        h = head["header"]
+        for label in ("original", "original-native"):
+            m = head[label]["metrics"]
+            print(f"| {label} ({head[label]['side'] or 'native'} px) | - | - | {m['FID-2048']['value']:.1f} | "
+                  f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
+        for p in points:
+            m = p["metrics"]
+            print(f"| {h['method']} {h['side']} px | {p['iteration']} | {p['train_s']:.0f} | {m['FID-2048']['value']:.1f} | "
+                  f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = set()
     for head, points in runs:
         h = head["header"]
         label = f"{h['method']} {h['side']} px" + (" " + ",".join(f"{k}={v}" for k, v in h["overrides"].items())
                                                    if h["overrides"] else "")
-        xs = [p["train_s"] / 60 for p in points]
+        xs = [p["iteration"] for p in points]
         ax.plot(xs, [p["metrics"]["FID-2048"]["value"] for p in points], marker="o", label=label)
         key = (h["artist"], h["side"])
         if key not in drawn:
@@ -146,7 +158,7 @@ def plot(files: list[Path], figure: Path) -> None:
             ax.axhline(head["original"]["metrics"]["FID-2048"]["value"], ls="--", color="gray")
             ax.annotate(f"original at {h['side']} px", (0, head["original"]["metrics"]["FID-2048"]["value"]),
                         textcoords="offset points", xytext=(4, 4), fontsize=8, color="gray")
-    ax.set_xlabel("training time, minutes (train_step only; machine and threads in the JSONL header)")
+    ax.set_xlabel("training iterations (batch 1; the learning rate decays linearly over the second half)")
     ax.set_ylabel("FID-2048 (real FID Inception), test paintings vs test photos")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
