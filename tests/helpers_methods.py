@@ -48,3 +48,51 @@ def painting_batch(seed: int = 0, size: int = 64, n: int = 2) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     arr = np.stack([smooth_image(rng, size) for _ in range(n)])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def flat_state(state, prefix=""):
+    """Every tensor and scalar of a nested state dict, by dotted key."""
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(flat_state(v, f"{prefix}{k}."))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(flat_state(v, f"{prefix}{i}."))
+    else:
+        out[prefix.rstrip(".")] = state
+    return out
+
+
+def assert_states_equal(a, b):
+    fa, fb = flat_state(a), flat_state(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if torch.is_tensor(fa[k]):
+            assert torch.equal(fa[k], fb[k]), f"{k} differs after resume"
+        else:
+            assert fa[k] == fb[k], f"{k} differs after resume"
+
+
+def check_killed_run_resumes(make, data, tmp_path: Path, home: Path, seed: int, monkeypatch):
+    """The exact-resume property every iterative method shares: a run killed after 6 of 10
+    iterations and resumed ends with the same weights and final checkpoint as one trained
+    straight through; refitting the finished run then loads it without ``prepare`` (no image is
+    read). Returns (straight, the reloaded finished run) for each method's own checks."""
+    import pytest
+
+    from benchmark.pipeline.training import CHECKPOINT, train
+
+    straight = make()
+    assert train(straight, data, tiny_run(tmp_path / "a", home, seed=seed, deterministic=True)) == 10
+    run = tiny_run(tmp_path / "b", home, seed=seed, deterministic=True)
+    assert train(make(), data, run, stop_after=6) == 6
+    resumed = make()
+    assert train(resumed, data, run) == 10
+    assert_states_equal(straight.state_dict(), resumed.state_dict())
+    assert_states_equal(torch.load(tmp_path / "a" / "checkpoints" / CHECKPOINT, weights_only=True),
+                        torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True))
+    again = make()
+    monkeypatch.setattr(again, "prepare", lambda *a: pytest.fail("prepare() called on a finished run"))
+    again.fit(data, run)
+    return straight, again, run

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_methods import painting_batch, tiny_data, tiny_run
-from test_cyclegan import assert_states_equal
+from helpers_methods import check_killed_run_resumes, painting_batch, tiny_data, tiny_run
 
 from baselines import adain as A
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.profiles import apply_overrides
-from benchmark.pipeline.training import CHECKPOINT, train
 
 
 @pytest.fixture(scope="module")
@@ -100,19 +98,7 @@ def test_style_weight_and_schedule_are_the_references():
 
 # --- resume --------------------------------------------------------------------------------------
 def test_killed_run_resumes_to_identical_weights(tmp_path, home, data, monkeypatch):
-    straight = make(checkpoint_every=4)
-    assert train(straight, data, tiny_run(tmp_path / "a", home, seed=2, deterministic=True)) == 10
-    run = tiny_run(tmp_path / "b", home, seed=2, deterministic=True)
-    assert train(make(checkpoint_every=4), data, run, stop_after=6) == 6
-    resumed = make(checkpoint_every=4)
-    assert train(resumed, data, run) == 10
-    assert_states_equal(straight.state_dict(), resumed.state_dict())
-    assert_states_equal(torch.load(tmp_path / "a" / "checkpoints" / CHECKPOINT, weights_only=True),
-                        torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True))
-    # a finished run reloads the encoder's rescaling from its checkpoint, reading no photo
-    again = make(checkpoint_every=4)
-    monkeypatch.setattr(again, "prepare", lambda *a: pytest.fail("prepare() called on a finished run"))
-    again.fit(data, run)
+    straight, again, run = check_killed_run_resumes(lambda: make(checkpoint_every=4), data, tmp_path, home, 2, monkeypatch)
     assert again.weights_id == straight.weights_id and ":meannorm-" in again.weights_id
     x = painting_batch(3, 48, 2)
     assert torch.equal(again.translate(x), straight.translate(x))

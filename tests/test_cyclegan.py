@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers_methods import painting_batch, tiny_data, tiny_run
+from helpers_methods import assert_states_equal, flat_state, painting_batch, tiny_data, tiny_run
 
 from baselines.cyclegan import CycleGAN
 from baselines.networks import (
@@ -30,30 +30,6 @@ def data(tmp_path_factory):
 def make(**overrides) -> CycleGAN:
     config = apply_overrides(CycleGAN.default_config("ci"), {k: str(v) for k, v in overrides.items()})
     return CycleGAN(config, "cpu")
-
-
-def flat_state(state, prefix=""):
-    """Every tensor and scalar of a nested state dict, by dotted key."""
-    out = {}
-    if isinstance(state, dict):
-        for k, v in state.items():
-            out.update(flat_state(v, f"{prefix}{k}."))
-    elif isinstance(state, (list, tuple)):
-        for i, v in enumerate(state):
-            out.update(flat_state(v, f"{prefix}{i}."))
-    else:
-        out[prefix.rstrip(".")] = state
-    return out
-
-
-def assert_states_equal(a, b):
-    fa, fb = flat_state(a), flat_state(b)
-    assert fa.keys() == fb.keys()
-    for k in fa:
-        if torch.is_tensor(fa[k]):
-            assert torch.equal(fa[k], fb[k]), f"{k} differs after resume"
-        else:
-            assert fa[k] == fb[k], f"{k} differs after resume"
 
 
 # --- (d) exact resume ---------------------------------------------------------------------

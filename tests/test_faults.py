@@ -9,8 +9,8 @@ import signal
 
 import pytest
 import torch
-from helpers_methods import tiny_data, tiny_run
-from test_cyclegan import assert_states_equal, make
+from helpers_methods import assert_states_equal, tiny_data, tiny_run
+from test_cyclegan import make
 
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.store import MetricRow, Store

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cyclegan import assert_states_equal
+from helpers_methods import assert_states_equal
 
 from benchmark.pipeline.training import CHECKPOINT
 

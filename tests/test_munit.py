@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_methods import painting_batch, tiny_data, tiny_run
-from test_cyclegan import assert_states_equal
+from helpers_methods import check_killed_run_resumes, painting_batch, tiny_data, tiny_run
 
 from baselines import munit as MU
 from baselines import munit_networks as N
 from baselines.adain import choose_photo
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.profiles import apply_overrides
-from benchmark.pipeline.training import CHECKPOINT, train
 
 
 @pytest.fixture(scope="module")
@@ -138,18 +136,7 @@ def test_train_step_changes_every_network(tmp_path, home, data):
 
 # --- resume ---------------------------------------------------------------------------------------
 def test_killed_run_resumes_to_identical_weights(tmp_path, home, data, monkeypatch):
-    straight = make(checkpoint_every=4, step_size=3)
-    assert train(straight, data, tiny_run(tmp_path / "a", home, seed=4, deterministic=True)) == 10
-    run = tiny_run(tmp_path / "b", home, seed=4, deterministic=True)
-    assert train(make(checkpoint_every=4, step_size=3), data, run, stop_after=6) == 6
-    resumed = make(checkpoint_every=4, step_size=3)
-    assert train(resumed, data, run) == 10
-    assert_states_equal(straight.state_dict(), resumed.state_dict())
-    assert_states_equal(torch.load(tmp_path / "a" / "checkpoints" / CHECKPOINT, weights_only=True),
-                        torch.load(run.checkpoint_dir / CHECKPOINT, weights_only=True))
-    again = make(checkpoint_every=4, step_size=3)
-    monkeypatch.setattr(again, "prepare", lambda *a: pytest.fail("prepare() called on a finished run"))
-    again.fit(data, run)
+    straight, again, run = check_killed_run_resumes(lambda: make(checkpoint_every=4, step_size=3), data, tmp_path, home, 4, monkeypatch)
     x = painting_batch(2, 48, 2)
     assert torch.equal(again.translate(x), straight.translate(x))
 
