@@ -36,6 +36,7 @@ def _other_job(folder):
 
 
 def test_two_jobs_split_the_cores_and_a_solo_job_gets_them_back(jobs):
+    torch.set_num_threads(1)
     with CpuShare(cpus=2) as share:
         assert torch.get_num_threads() == 2 and cpu_share.live_jobs(jobs) == 1
         other = _other_job(jobs)
@@ -47,6 +48,7 @@ def test_two_jobs_split_the_cores_and_a_solo_job_gets_them_back(jobs):
         assert share.rebalance() == 2 and torch.get_num_threads() == 2
         assert len(list(jobs.iterdir())) == 1  # the dead job's entry was removed
     assert not any(jobs.iterdir())  # ours is gone once the job ends
+    assert torch.get_num_threads() == 1  # and the process gets back the threads it had
 
 
 def test_a_thread_count_the_user_chose_wins(jobs, monkeypatch):

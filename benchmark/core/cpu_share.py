@@ -96,9 +96,11 @@ class CpuShare:
         self._checked = 0.0
         self._outer: CpuShare | None = None
         self._registered = False
+        self._before = 1
 
     def __enter__(self) -> CpuShare:
         self._outer, CpuShare.active = CpuShare.active, self
+        self._before = torch.get_num_threads()  # restored on exit: the caller's process lives on
         if self.fixed is not None:
             torch.set_num_threads(self.fixed)
             return self
@@ -113,6 +115,7 @@ class CpuShare:
 
     def __exit__(self, *exc: object) -> None:
         CpuShare.active = self._outer
+        torch.set_num_threads(self._before)
         if self._registered and (self._outer is None or not self._outer._registered):
             self.entry.unlink(missing_ok=True)
 
