@@ -38,13 +38,22 @@ def _save(fig, base: Path) -> list[Path]:
     return files
 
 
+def _qualifier(extractor) -> str:
+    """What the row tag says beyond the network's name (``random-init``), or nothing: EfficientNet's
+    rows are tagged with its name (``FD-1280[effnet-lite0]``), which a panel titled with it repeats."""
+    tag, name = extractor.display_tag or "", getattr(extractor, "name", "")
+    if tag == name:
+        return ""
+    return tag[len(name) + 1:] if name and tag.startswith(f"{name}:") else tag
+
+
 def _title(network: str, extractor) -> str:
     title = {VGG19.name: VGG19.title, RESNET152.name: RESNET152.title}.get(network, network)
-    return f"{title}[{extractor.display_tag}]" if extractor.display_tag else title
+    return f"{title}[{_qualifier(extractor)}]" if _qualifier(extractor) else title
 
 
 def _tags(result: ShiftResult) -> str:
-    tags = sorted({e.display_tag for e in result.extractors.values() if e.display_tag})
+    tags = sorted({_qualifier(e) for e in result.extractors.values()} - {""})
     return "".join(f"[{t}]" for t in tags)
 
 

@@ -242,3 +242,17 @@ def test_cli_on_a_ci_original_run_writes_figures_and_rows(shared_data, home, mon
         shift.run_shift("vangogh", profile="ci", data_root=shared_data, max_photos=24, progress=False,
                         figures=None)
     assert len(Store(home / "results.sqlite").metrics_for(res.run_id)) == before
+
+
+def test_figure_titles_name_a_network_once_and_keep_random_init():
+    """EfficientNet's rows are tagged with its own name; a panel titled with the network must not
+    repeat it ("effnet-lite0[effnet-lite0]"), while random-init stays visible on every figure."""
+    from types import SimpleNamespace
+
+    from reports.plots import _title
+
+    assert _title("effnet-lite0", SimpleNamespace(name="effnet-lite0", display_tag="effnet-lite0")) == "effnet-lite0"
+    assert _title("effnet-lite0", SimpleNamespace(name="effnet-lite0", display_tag="effnet-lite0:random-init")) \
+        == "effnet-lite0[random-init]"
+    assert _title("vgg19", SimpleNamespace(name="vgg19", display_tag="random-init")).endswith("[random-init]")
+    assert _title("inception", SimpleNamespace(name="inception", display_tag="")) == "inception"
