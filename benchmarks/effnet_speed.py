@@ -23,9 +23,7 @@ Timings alternate rounds (timm, timm-cl, ours, e2e, repeat) so machine load hits
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,23 +36,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from feature_speed import cpu_model, load  # noqa: E402  (the same machine description as feature_speed.py)
+
 from benchmark.data import IMAGE_EXTENSIONS, load_image  # noqa: E402
 from benchmark.features import effnet  # noqa: E402
 from benchmark.features.extract import extract_paths  # noqa: E402
 
 GOAL_E2E = 50.0  # img/s, issue 23
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:

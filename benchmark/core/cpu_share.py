@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from benchmark.core.locks import pid_alive
+
 log = logging.getLogger("artshift.threads")
 
 CHECK_EVERY_S = 5.0
@@ -54,16 +56,6 @@ def chosen_threads(threads: int | None = None) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_jobs(folder: Path | None = None) -> int:
     """Bench jobs alive on this machine (this one included once registered); dead entries removed."""
     folder = folder or jobs_dir()
@@ -76,7 +68,7 @@ def live_jobs(folder: Path | None = None) -> int:
         host, _, pid = entry.name.rpartition("-")
         if host != socket.gethostname() or not pid.isdigit():
             continue
-        if _alive(int(pid)):
+        if pid_alive(int(pid)):
             n += 1
         else:  # a killed job: its entry goes, so it stops taking a share
             entry.unlink(missing_ok=True)

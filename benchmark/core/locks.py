@@ -23,7 +23,8 @@ HEARTBEAT_S = 60.0
 STALE_S = 600.0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +61,7 @@ class RunLock:
             return False
         info = self.holder()
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
-            return not _alive(info["pid"]) or age > STALE_S
+            return not pid_alive(info["pid"]) or age > STALE_S
         return age > STALE_S
 
     def _try_create(self) -> bool:
