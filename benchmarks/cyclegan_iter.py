@@ -15,7 +15,6 @@ instead of 0.37 s, load average ~6).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import platform
@@ -30,7 +29,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmark.core.cpu_share import CpuShare  # noqa: E402
 from benchmark.core.method import RunContext, TrainData  # noqa: E402
 from benchmark.core.profiles import apply_overrides, parse_overrides  # noqa: E402
 from benchmark.core.registry import methods  # noqa: E402
@@ -47,8 +45,6 @@ def main() -> None:
     ap.add_argument("-n", "--iterations", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--share", action="store_true",
-                    help="threads as `bench run` picks them: the cores split among the bench jobs alive (CpuShare)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
@@ -62,19 +58,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = RunContext(run_dir=Path(tmp) / "run", home=Path(tmp), seed=0, device=torch.device(args.device),
                          progress=False, log=logging.getLogger("bench-iter"))
-        share = CpuShare(args.threads) if args.share else contextlib.nullcontext()
-        share.__enter__()
         method = cls(config, args.device)
         method.setup(data, run)
         t0 = time.perf_counter()
         method.prepare(data, run)
         prep = time.perf_counter() - t0
         times = []
-        if args.share:
-            share.rebalance(force=True)  # every job of a pair has registered by now (prepare takes seconds)
         for it in range(args.warmup + args.iterations):
-            if args.share:
-                share.rebalance()
             seed_everything(iteration_seed(run.seed, it))
             t0 = time.perf_counter()
             method.train_step(method.batch(run.seed, it), it)
@@ -82,7 +72,6 @@ def main() -> None:
                 torch.cuda.synchronize()
             if it >= args.warmup:
                 times.append(time.perf_counter() - t0)
-        share.__exit__(None, None, None)
     med = statistics.median(times) * 1000
     total = method.total_iterations()
     print(f"method={args.method} profile={args.profile} artist={args.artist} "

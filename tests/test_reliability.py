@@ -131,6 +131,27 @@ def world(finished, tmp_path, monkeypatch):
     return {"root": finished["root"], "home": home, "tmp": tmp_path, "finished_home": finished["home"]}
 
 
+def test_threads_are_recorded_and_a_bad_count_refused(world):
+    """The torch thread count changes a run's float sums, so every finished run records it; a
+    bad --threads is one error before anything is created; the process's own count comes back."""
+    import torch
+
+    from benchmark.pipeline import runner
+
+    status = json.loads((run_dir(world["home"], "cyclegan") / "status.json").read_text())
+    assert isinstance(status["threads"], int) and status["threads"] >= 1
+    before = torch.get_num_threads()
+    runner.execute("original", "monet", profile="ci", seed=7, data_root=world["root"], home=world["home"],
+                   progress=False, threads=before + 1)
+    assert json.loads((run_dir(world["home"], "original", seed=7) / "status.json").read_text())["threads"] == before + 1
+    assert torch.get_num_threads() == before
+    folders = set((world["home"] / "runs" / "original" / "monet").iterdir())
+    _, err = bench("run", "--method", "original", "--artist", "monet", "--profile", "ci", "--seed", "8",
+                   "--threads", "0", code=2)
+    assert "--threads 0" in error_line(err)
+    assert set((world["home"] / "runs" / "original" / "monet").iterdir()) == folders  # nothing created
+
+
 # --- 1. bench translate into a used folder -----------------------------------------------------------
 
 def test_translate_refuses_a_used_out_folder_and_overwrite_replaces_it(world):

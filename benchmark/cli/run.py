@@ -39,10 +39,10 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
     reference: Optional[Path] = Reference,
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="torch threads (default: this machine's cores, split evenly "
-                                               "among the bench jobs running on it; ARTSHIFT_THREADS or "
-                                               "OMP_NUM_THREADS also fix it)"),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="torch threads for this run (default: OMP_NUM_THREADS, else every "
+                                               "core). The count changes the order of float sums in training, "
+                                               "hence the run's numbers; status.json records it"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)

@@ -31,7 +31,6 @@ from PIL import Image
 from benchmark import data
 from benchmark.core import paths, registry
 from benchmark.core.atomic import atomic_path, write_atomic
-from benchmark.core.cpu_share import CpuShare
 from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
@@ -227,6 +226,9 @@ def _write_status(run_dir: Path, status: str, timings: dict[str, float], *, erro
         write_atomic(run_dir / "status.json", json.dumps(
             {"status": status, "error": error, "timings": timings, "method_weights": method_weights,
              "provenance": provenance(), "finished_at": time.time(),
+             # the order of float sums in training depends on it: the same spec at another count
+             # ends with other weights (tests/test_reliability.py)
+             "threads": torch.get_num_threads(),
              **({"checkpoints": checkpoints} if checkpoints is not None else {})}, indent=2, default=str))
     except Exception as exc:  # e.g. a full disk
         if strict:  # the record a finished run needs: the run does not commit without it
@@ -306,6 +308,8 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
     """
     overrides = dict(overrides or {})
     home = paths.home(home)
+    if threads is not None and threads < 1:
+        raise ArtshiftError(f"--threads {threads}: must be at least 1", hint="pass e.g. --threads 1")
     cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
                                                    progress)  # every setting checked before anything is created
     if reference is not None and worker:
@@ -316,9 +320,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         store = store or Store(home / "results.sqlite")
     run_dir = run_dir_for(home, spec)
     # one process at a time per run (the lock lives beside the run folder, so --force can delete it)
-    # ``threads``: torch threads; None shares the cores with the other bench jobs on this machine
-    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"), \
-            CpuShare(threads):
+    with RunLock(run_dir.parent / f".{spec.run_id}.lock", wait=wait, what=f"run {spec.run_id} ({method} / {artist})"):
         done_marker = run_dir / "DONE"
         if worker and not force and done_marker.exists() and (run_dir / "metrics.json").exists():
             return RunResult(spec.run_id, run_dir, spec, json.loads((run_dir / "metrics.json").read_text()),
@@ -366,7 +368,10 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("artshift").addHandler(file_log)
         timings: dict[str, float] = {}
+        threads_before = torch.get_num_threads()
         try:
+            if threads is not None:  # the process's own count comes back in `finally`
+                torch.set_num_threads(threads)
             ctx = RunContext(run_dir=run_dir, home=home, seed=seed, deterministic=deterministic,
                              device=torch.device(device), progress=progress)
             seed_everything(seed)
@@ -409,6 +414,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                 _record_failure(store, spec.run_id, exc, timings)
             raise
         finally:
+            torch.set_num_threads(threads_before)
             logging.getLogger("artshift").removeHandler(file_log)
             file_log.close()
         metrics = store.metrics_for(spec.run_id) if store is not None else rows_as_json(spec.run_id, rows)

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.core import cpu_share
 from benchmark.core.atomic import DiskFullError, atomic_path, disk_full
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.method import Method, RunContext, TrainData
@@ -314,7 +313,6 @@ def train(method: IterativeMethod, data: TrainData, run: RunContext,
                 seed_everything(s)
                 losses = method.train_step(method.batch(run.seed, it), it)
                 values = _check_finite(losses, it, ckpt)
-                cpu_share.rebalance()  # another bench job started or ended: take this job's share of the cores
                 done = it + 1
                 bar.update(1)
                 if done % 10 == 0 or done == end:
