@@ -49,7 +49,8 @@ def _qualifier(extractor) -> str:
 
 def _title(network: str, extractor) -> str:
     title = {VGG19.name: VGG19.title, RESNET152.name: RESNET152.title}.get(network, network)
-    return f"{title}[{_qualifier(extractor)}]" if _qualifier(extractor) else title
+    qualifier = _qualifier(extractor)
+    return f"{title}[{qualifier}]" if qualifier else title
 
 
 def _tags(result: ShiftResult) -> str:

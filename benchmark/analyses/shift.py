@@ -56,7 +56,7 @@ from benchmark.metrics import shift as shift_metrics
 from benchmark.metrics.fid import fid_from_features
 from benchmark.metrics.mmd import mmd2_unbiased, poly_kernel
 from benchmark.pipeline.evaluate import make_extractor
-from benchmark.pipeline.reference import reference_photos, store_reference_rows
+from benchmark.pipeline.reference import other_reference, reference_photos, store_reference_rows
 from benchmark.pipeline.runs import FinishedRun, find_run
 
 log = logging.getLogger("artshift.shift")
@@ -502,9 +502,7 @@ def run_shift(artist: str, *, runs: Sequence[str] | None = None, profile: str = 
     ref_photos = reference_photos(reference) if reference is not None else None
     domain = data.ensure_domain(artist, paths.data_root(data_root), home, progress=progress)
     sets = choose_sets(store, domain, artist, profile, seed, runs)  # every bad run is an error before any work
-    ref = data.fingerprint(ref_photos) if ref_photos is not None else None
-    if ref is not None and ref == data.fingerprint(domain.photos_test):
-        ref = None  # the data's own photo test set: the runs' own rows
+    ref = other_reference(ref_photos, domain.photos_test) if ref_photos is not None else None  # None: own rows
     side = translate_side(store, sets, profile)
     resized = home / "cache" / "resized"
     photos_a, photos_b = (resolution.reference_copies(half, side, resized)

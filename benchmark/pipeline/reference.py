@@ -53,6 +53,13 @@ def reference_photos(folder: Path, *, skip_bad: bool = False) -> list[Path]:
     return good
 
 
+def other_reference(photos: Sequence[Path], own: Sequence[Path]) -> str | None:
+    """The content hash of ``photos``, or None when they are the data's ``own`` photo test set (then
+    the run's own rows are the ones measured): the one test of "another reference set"."""
+    ref = data.fingerprint(photos)
+    return None if ref == data.fingerprint(own) else ref
+
+
 def reference_id(run_id: str, ref: str) -> str:
     """The row of run ``run_id`` measured against the reference photos of content hash ``ref``."""
     return f"{run_id}@ref-{ref[:12]}"

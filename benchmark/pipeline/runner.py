@@ -41,7 +41,13 @@ from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
 from benchmark.features.extractor import calibration_photos
 from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
-from benchmark.pipeline.reference import record_evaluation, reference_id, reference_photos, store_reference_rows
+from benchmark.pipeline.reference import (
+    other_reference,
+    record_evaluation,
+    reference_id,
+    reference_photos,
+    store_reference_rows,
+)
 from benchmark.pipeline.runs import FinishedRun, output_name
 from benchmark.pipeline.training import CHECKPOINT, seed_everything
 
@@ -170,8 +176,8 @@ def _measure_reference(store: Store, home: Path, spec: RunSpec, run_dir: Path, d
     run's row for that reference set, unless already measured there with these weights and the
     translations are not ``fresh`` (the run's own rows are never touched); None when ``photos`` are
     the run's own photo test set."""
-    ref = data.fingerprint(photos)
-    if ref == data.fingerprint(domain.photos_test):
+    ref = other_reference(photos, domain.photos_test)
+    if ref is None:
         return None
     target = reference_id(spec.run_id, ref)
     stored = store.run(target)
