@@ -67,6 +67,7 @@ from baselines.networks import (
     lsgan_loss,
     pad_to_multiple,
     set_requires_grad,
+    start_residual_generators_,
 )
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.method import RunContext, TrainData
@@ -130,6 +131,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # benchmarks/cut_antialias.py, best of 12 x 3 steps, one thread): still below CycleGAN's iteration
     "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
                   n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
+    # <= 30 minutes on 2 idle CPU cores: CycleGAN's cpu setting (residual generator from the identity,
+    # 4000 iterations); no CUT curve was measured for it (docs/results.md)
+    "cpu": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32, residual=True,
+                n_epochs=4, n_epochs_decay=4, epoch_size=500, checkpoint_every=500),
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
     "paper": dict(checkpoint_every=5000),
 }
@@ -244,7 +249,8 @@ class CUT(UnpairedGAN):
         problems = c.check()
         if problems:
             raise ArtshiftError(f"{self.name}: " + "; ".join(problems))
-        self.G = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, antialias=c.antialias).to(self.device)
+        self.G = ResnetGenerator(3, 3, c.ngf, c.n_blocks, c.norm, antialias=c.antialias,
+                                 residual=c.residual).to(self.device)
         self.nce_layers = tuple(c.nce_layers)
         self.D = PatchDiscriminator(3, c.ndf, c.n_layers_D, c.norm, antialias=c.antialias).to(self.device)
         self.F = PatchHeads(self._tap_channels(), c.netF_nc).to(self.device)
@@ -270,6 +276,7 @@ class CUT(UnpairedGAN):
     def init_networks(self, generator: torch.Generator) -> None:
         for net in self.networks().values():
             init_weights(net, self.config.init_gain, generator, self.config.init_type)
+        start_residual_generators_(self.networks().values())
 
     def tap_receptive_fields(self) -> dict[str, int]:
         """Receptive field (px) of every PatchNCE tap: the scale at which each one compares patches."""

@@ -269,14 +269,20 @@ def generator_taps(n_blocks: int) -> tuple[str, ...]:
     return ("pad", "stem", "down1_conv", "down1", "down2_conv", "down2") + tuple(f"res{i + 1}" for i in range(n_blocks))
 
 
+RESIDUAL_EPS = 1e-3  # inputs are clamped to +-(1 - eps) before atanh: 0.13 of a uint8 level at most
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, n x R4ngf, u2ngf, u ngf, c7s1-3 + tanh (Zhu et al. 2017, appendix)."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", use_dropout: bool = False, antialias: bool = False):
+                 norm: str = "instance", use_dropout: bool = False, antialias: bool = False,
+                 residual: bool = False):
         super().__init__()
         if n_blocks < 0:
             raise ValueError("n_blocks must be >= 0")
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual generator needs as many output channels as input channels")
         bias = _conv_bias(norm)
         self.n_blocks = n_blocks
         self.antialias = antialias
@@ -287,7 +293,32 @@ class ResnetGenerator(nn.Module):
         self.blocks = nn.Sequential(*[ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)])
         self.up1 = _up(ngf * 4, ngf * 2, norm, bias, antialias)
         self.up2 = _up(ngf * 2, ngf, norm, bias, antialias)
-        self.head = nn.Sequential(ReflectionPad(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh())
+        self.residual = residual
+        # residual: the head predicts a change in tanh's pre-image space; see ``start_at_identity_``
+        self.head = nn.Sequential(ReflectionPad(3), nn.Conv2d(ngf, out_channels, 7),
+                                  *(() if residual else (nn.Tanh(),)))
+
+    def start_at_identity_(self) -> ResnetGenerator:
+        """Zero the residual head, so that the untrained generator returns its input (to 1e-3).
+
+        Why: at a CPU budget the plain generator spends its whole schedule relearning to draw the
+        painting it was given (docs/results.md, section 1); a residual one starts from the
+        untouched painting and only learns the change that the losses ask for. Call it after the
+        weight init, which would otherwise draw the head at random.
+        """
+        if not self.residual:
+            raise ValueError("start_at_identity_ needs a generator built with residual=True")
+        conv = self.head[1]
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.zero_()
+        return self
+
+    def _finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return y
+        # tanh(atanh(x) + change): smooth, inside (-1, 1) for any change, exactly x for change 0
+        return torch.tanh(torch.atanh(x.clamp(-1 + RESIDUAL_EPS, 1 - RESIDUAL_EPS)) + y)
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -326,16 +357,17 @@ class ResnetGenerator(nn.Module):
         return self._run_encoder(x, layers, stop_early=True)[1]
 
     def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """The head's output: the image, or for a residual generator the change to add to it."""
         return self.head(self.up2(self.up1(h)))
 
     def forward_with_features(self, x: torch.Tensor, layers: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The translation and the encoder taps of one forward pass."""
         h, feats = self._run_encoder(x, layers, stop_early=False)
-        return self.decode(h), feats
+        return self._finish(x, self.decode(h)), feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.down2(self.down1(self.stem(self.pad(x)))))
-        return self.decode(h)
+        return self._finish(x, self.decode(h))
 
     def receptive_field(self, tap: str) -> int:
         """Input pixels (per side) that one feature of ``tap`` depends on through its convolutions.
@@ -425,6 +457,13 @@ def receptive_field(net: PatchDiscriminator) -> int:
 
 
 # --- initialisation ------------------------------------------------------------------------------
+def start_residual_generators_(nets: Iterator[nn.Module] | Sequence[nn.Module]) -> None:
+    """Call after ``init_weights``: every residual generator among ``nets`` starts as the identity."""
+    for net in nets:
+        if isinstance(net, ResnetGenerator) and net.residual:
+            net.start_at_identity_()
+
+
 @torch.no_grad()
 def init_weights(net: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None,
                  init_type: str = "normal") -> nn.Module:

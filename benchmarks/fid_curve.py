@@ -61,6 +61,18 @@ def measure(outputs, photos, extractor, cache: Path) -> dict[str, dict[str, floa
     return out
 
 
+def mean_change(outputs, originals) -> float:
+    """Mean absolute difference from the untouched paintings at the same side, in 0-255 levels:
+    how much a translation changed them at all (a residual generator starts at 0)."""
+    import numpy as np
+    from PIL import Image
+
+    diffs = [np.abs(np.asarray(Image.open(a).convert("RGB"), dtype=np.float64)
+                    - np.asarray(Image.open(b).convert("RGB"), dtype=np.float64)).mean()
+             for a, b in zip(outputs, originals, strict=True)]
+    return float(np.mean(diffs))
+
+
 def curve(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,8 +102,11 @@ def curve(args: argparse.Namespace) -> None:
     original = registry.methods.get("original")(registry.methods.get("original").default_config(args.profile), "cpu")
     with open(out, "w") as fh, tempfile.TemporaryDirectory() as tmp:
         fh.write(json.dumps(header, default=str) + "\n")
+        originals = []
         for label, s in (("original", side), ("original-native", None)):
             outs = translate_all(original, sources, Path(tmp) / label, args.seed, False, False, side=s)
+            if s == side:
+                originals = outs
             ref = photos if s == side else list(domain.photos_test)
             fh.write(json.dumps({"kind": label, "side": s, "metrics": measure(outs, ref, extractor, stats_cache)}) + "\n")
             fh.flush()
@@ -118,11 +133,12 @@ def curve(args: argparse.Namespace) -> None:
                 metrics = measure(outs, photos, extractor, stats_cache)
                 row = {"kind": "point", "iteration": done, "train_s": round(train_s, 2),
                        "eval_s": round(time.perf_counter() - t0, 2), "load": os.getloadavg()[0],
+                       "mean_abs_change": round(mean_change(outs, originals), 3),
                        "losses": {k: float(v) for k, v in losses.items()}, "metrics": metrics}
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
-                print(f"{args.method} it {done}: train {train_s:.0f} s, FID-2048 {metrics['FID-2048']['value']:.1f}",
-                      flush=True)
+                print(f"{args.method} it {done}: train {train_s:.0f} s, FID-2048 {metrics['FID-2048']['value']:.1f}, "
+                      f"mean change {row['mean_abs_change']:.2f} levels", flush=True)
 
 
 def plot(files: list[Path], figure: Path) -> None:

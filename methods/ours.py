@@ -96,6 +96,7 @@ class OursConfig(CycleGANConfig):
 BANK_SETTINGS: dict[str, dict[str, Any]] = {
     "ci": dict(recall_queries=200),
     "smoke": dict(pca=64, ef_search=32, recall_queries=500),
+    "cpu": dict(pca=64, ef_search=32, recall_queries=500),  # smoke's bank: the same 72 px images
     # the official code queries faiss with the raw generated patches (presumably L2 on raw pixels):
     # the GPU profiles do the same; ci/smoke keep the loss-geometry variant their budgets were sized with
     # quick builds the same full-size bank as paper, so it gets paper's search effort (below):

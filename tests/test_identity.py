@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -156,3 +157,20 @@ def test_a_run_of_an_older_method_version_is_not_rebuilt_with_todays_code(tmp_pa
     with pytest.raises(ArtshiftError, match=f"made by cut v1; this code is cut v{CUT.VERSION}") as exc:
         load_trained(run, tmp_path)
     assert f"bench eval --run {old.run_id}" in str(exc.value)
+
+
+def test_a_setting_added_later_keeps_old_ids_at_its_default_and_is_hashed_otherwise():
+    """``residual`` was added after runs were stored: its default must leave every run id as it
+    was (the hash of the config without the field), and its other value must be a new run."""
+    from baselines.cyclegan import CycleGAN
+    from benchmark.core.spec import canonical, config_hash
+
+    for profile in ("ci", "smoke", "paper"):
+        config = CycleGAN.default_config(profile)
+        without = {k: v for k, v in dataclasses.asdict(config).items() if k != "residual"}
+        assert config_hash(config) == hashlib.sha256(canonical(without).encode()).hexdigest()[:16]
+    def cfg(overrides):
+        return runner.make_spec("cyclegan", "monet", "smoke", 0, overrides, "fp")[2].config_hash
+
+    assert cfg({"residual": "true"}) != cfg({}) == cfg({"residual": "false"})
+    assert _id({"residual": "true"}) != _id()

@@ -255,3 +255,37 @@ def test_init_is_seeded_and_normal_init_is_unchanged():
             assert torch.equal(m.weight, torch.randn(m.weight.shape, generator=gen) * 0.02)
     with pytest.raises(ValueError, match="init_type"):
         init_weights(c, 0.02, None, "kaiming")
+
+
+def test_a_residual_generator_starts_as_the_identity_and_learns_a_change():
+    torch.manual_seed(0)
+    g = init_weights(ResnetGenerator(3, 3, ngf=8, n_blocks=1, residual=True), 0.02, torch.Generator().manual_seed(1))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert (g(x) - x).abs().max() > 0.01  # the random head draws a change ...
+    g.start_at_identity_()
+    y = g(x)
+    # ... which start_at_identity_ removes: the input back, to the atanh clamp (below a uint8 level)
+    assert torch.allclose(y, x.clamp(-1 + 1e-3, 1 - 1e-3), atol=1e-6)
+    assert torch.equal(g.forward_with_features(x, ["res1"])[0], y)
+    # the zeroed head still gets a gradient, so one optimiser step changes the output, inside (-1, 1)
+    opt = torch.optim.SGD(g.parameters(), lr=0.1)
+    ((g(x) - 0.5) ** 2).mean().backward()
+    assert g.head[1].weight.grad.abs().sum() > 0
+    opt.step()
+    z = g(x)
+    assert (z - x).abs().max() > 1e-3 and z.abs().max() < 1
+    with pytest.raises(ValueError):
+        ResnetGenerator(3, 3, ngf=8, n_blocks=1).start_at_identity_()
+
+
+def test_gans_built_residual_start_their_generators_at_the_identity():
+    from baselines.cut import CUT
+    from baselines.cyclegan import CycleGAN
+    from benchmark.core.profiles import apply_overrides
+
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    for cls, names in ((CycleGAN, ("G_A", "G_B")), (CUT, ("G",))):
+        method = cls(apply_overrides(cls.default_config("ci"), {"residual": "true"}))
+        for name in names:
+            with torch.no_grad():
+                assert torch.allclose(getattr(method, name)(x), x.clamp(-0.999, 0.999), atol=1e-6), (cls, name)

@@ -31,8 +31,9 @@ def test_profiles_extend_cyclegan(profile):
     assert ours.lambda_cx == 0.1 and ours.k == 5 and ours.h == 1.0
     # the official code retrieves by raw pixels; ci/smoke keep the loss-geometry variant
     assert spec.geometry == ("l2" if profile in ("quick", "paper") else "cosine")
-    # the 16 px patch is a quarter of smoke's 64 px crop and half of ci's 32: the row says so
-    coarse = {"ci": ("patch = 1/2 of the crop",), "smoke": ("patch = 1/4 of the crop",)}.get(profile, ())
+    # the 16 px patch is a quarter of smoke's (and cpu's) 64 px crop and half of ci's 32: the row says so
+    coarse = {"ci": ("patch = 1/2 of the crop",), "smoke": ("patch = 1/4 of the crop",),
+              "cpu": ("patch = 1/4 of the crop",)}.get(profile, ())
     assert MemoryBankCycleGAN.label_tags(ours) == (
         ("retrieval raw-pixel L2",) if profile in ("quick", "paper") else ("retrieval loss geometry",)) + coarse
 

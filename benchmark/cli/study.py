@@ -18,7 +18,7 @@ from benchmark.core import paths
 from benchmark.core.errors import ArtshiftError
 
 # paper > quick > smoke > ci: without --profile, the most thorough profile every method has finished at
-PROFILE_PREFERENCE = ("paper", "quick", "smoke", "ci")
+PROFILE_PREFERENCE = ("paper", "quick", "cpu", "smoke", "ci")
 
 
 def _split(text: Optional[str]) -> list[str]:

@@ -18,6 +18,8 @@ from benchmark.core.errors import ArtshiftError, did_you_mean
 PROFILES = {
     "ci": "seconds per run on a CPU: tiny images and networks, for tests and the CI leaderboard",
     "smoke": "minutes on a 2-core CPU: 64 px training, small networks, a few thousand iterations",
+    "cpu": ("<= 30 min per method on 2 idle CPU cores: smoke's networks and 64 px, generators that start "
+            "as the identity (residual), a longer schedule; the real FID Inception is required"),
     "quick": "about an hour on one GPU: full-size networks, a shortened schedule",
     "paper": "the published schedule (200 epochs at 256 px): a multi-day GPU job",
 }
@@ -31,7 +33,8 @@ def check_profile(profile: str) -> str:
 
 
 def default_weights(profile: str) -> str:
-    """ci/smoke fall back to random-init features when no pretrained file can be had; others insist."""
+    """ci/smoke fall back to random-init features when no pretrained file can be had; others
+    (cpu included: its point is a real FID) insist."""
     return "auto" if profile in ("ci", "smoke") else "pretrained"
 
 

@@ -37,8 +37,18 @@ def canonical(value: Any) -> str:
 
 
 def config_hash(config: Any) -> str:
-    """Hash of a resolved config dataclass: what the method will actually run with."""
-    return hashlib.sha256(canonical(dataclasses.asdict(config)).encode()).hexdigest()[:16]
+    """Hash of a resolved config dataclass: what the method will actually run with.
+
+    A field declared with ``metadata={"id_omits_default": True}`` is left out while it holds its
+    default: a setting added after runs were stored, whose default computes what those runs
+    computed, so their ids (and stored results) stay valid. Any other value is hashed as usual.
+    """
+    values = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("id_omits_default") and f.default is not dataclasses.MISSING \
+                and values[f.name] == f.default:
+            del values[f.name]
+    return hashlib.sha256(canonical(values).encode()).hexdigest()[:16]
 
 
 def set_text(value: Any) -> str:

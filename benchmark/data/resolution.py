@@ -34,7 +34,7 @@ from benchmark.core.errors import ArtshiftError
 
 log = logging.getLogger("artshift.resolution")
 
-TRANSLATE_SIDE: dict[str, int | None] = {"ci": 32, "smoke": 64, "quick": None, "paper": None}
+TRANSLATE_SIDE: dict[str, int | None] = {"ci": 32, "smoke": 64, "cpu": 64, "quick": None, "paper": None}
 MAX_TRANSLATE_SIDE = 1024
 RESAMPLE = Image.Resampling.BICUBIC  # PIL's, which low-pass filters when it downscales
 
