@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from helpers_methods import write_set
 
+from benchmark.core.errors import ArtshiftError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -151,6 +153,45 @@ def test_threads_are_recorded_and_a_bad_count_refused(world):
     assert "--threads 0" in error_line(err)
     assert set((world["home"] / "runs" / "original" / "monet").iterdir()) == folders  # nothing created
 
+
+
+def test_a_profile_that_does_not_fit_in_free_memory_is_refused_before_anything_is_written(world, monkeypatch):
+    """Issue 24: a profile that cannot fit says so before training starts and loses nothing; a
+    finished run needs no memory to be shown again; a finished run records its peak memory."""
+    from benchmark.core import profiles
+    from benchmark.pipeline import runner
+
+    status = json.loads((run_dir(world["home"], "cyclegan") / "status.json").read_text())
+    assert 0.05 < status["peak_rss_gib"] < 64  # a real measurement of the process, in GiB
+    need = profiles.MEMORY_GIB["ci"]
+    monkeypatch.setattr(profiles, "available_memory_gib", lambda: need / 4)
+    db = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm")  # SQLite rewrites pages on open/close
+
+    def state():
+        with contextlib.closing(sqlite3.connect(world["home"] / "results.sqlite")) as con:
+            rows = con.execute("SELECT run_id, status FROM runs ORDER BY run_id").fetchall()
+        return tree_digest(world["home"], skip=db), rows
+
+    before = state()
+    with pytest.raises(ArtshiftError) as err:
+        runner.execute("original", "monet", profile="ci", seed=11, data_root=world["root"], home=world["home"],
+                       progress=False)
+    assert f"profile 'ci' needs about {need:g} GiB" in str(err.value) and "nothing was started" in str(err.value)
+    assert state() == before  # no run folder, no store row
+    # --force of a finished run deletes nothing when the new attempt cannot start
+    done = run_dir(world["home"], "cyclegan")
+    with pytest.raises(ArtshiftError):
+        runner.execute("cyclegan", "monet", profile="ci", data_root=world["root"], home=world["home"],
+                       progress=False, force=True)
+    assert (done / "DONE").exists() and state() == before
+    # the finished run is still shown without any memory to spare
+    res = runner.execute("cyclegan", "monet", profile="ci", data_root=world["root"], home=world["home"],
+                         progress=False)
+    assert res.reused
+    monkeypatch.setattr(profiles, "available_memory_gib", lambda: need * 2)
+    profiles.check_memory("ci")  # enough: no error
+    monkeypatch.setattr(profiles, "available_memory_gib", lambda: None)
+    profiles.check_memory("cpu")  # unknown (not Linux): no refusal on a guess
 
 # --- 1. bench translate into a used folder -----------------------------------------------------------
 

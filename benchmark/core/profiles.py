@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import typing
+from pathlib import Path
 from typing import Any
 
 from benchmark.core.errors import ArtshiftError, did_you_mean
@@ -23,6 +24,39 @@ PROFILES = {
     "quick": "about an hour on one GPU: full-size networks, a shortened schedule",
     "paper": "the published schedule (200 epochs at 256 px): a multi-day GPU job",
 }
+
+
+# Peak resident memory (GiB) a run of the profile's most demanding method reached on the project's
+# CPU machine (docs/benchmarks.md has the measurement), with headroom; checked against the memory
+# the machine has free before training starts. GPU profiles are not checked here (their need is
+# GPU memory, and their banks are sized by ``bank_memory_gb``).
+MEMORY_GIB: dict[str, float] = {"ci": 1.5, "smoke": 3.0, "cpu": 3.0}
+
+
+def available_memory_gib() -> float | None:
+    """MemAvailable of /proc/meminfo (Linux): what can be allocated without swapping; None elsewhere."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024**2
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(profile: str) -> None:
+    """Refuse to start training a profile that would not fit in the memory free now (a run
+    killed by the OOM killer mid-way loses its time and says nothing useful)."""
+    need = MEMORY_GIB.get(profile)
+    have = available_memory_gib()
+    if need is None or have is None or have >= need:
+        return
+    fits = [p for p, gib in MEMORY_GIB.items() if gib <= have]
+    raise ArtshiftError(
+        f"profile {profile!r} needs about {need:g} GiB of free memory and this machine has "
+        f"{have:.1f} GiB available (MemAvailable, /proc/meminfo); nothing was started",
+        hint=("free memory (stop other jobs) and run it again"
+              + (f", or use a smaller profile: {', '.join(fits)}" if fits else "")))
 
 
 def check_profile(profile: str) -> str:

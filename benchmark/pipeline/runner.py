@@ -18,7 +18,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import resource
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
 from benchmark.core.method import RunContext, TrainData
-from benchmark.core.profiles import apply_overrides, check_profile, default_weights
+from benchmark.core.profiles import apply_overrides, check_memory, check_profile, default_weights
 from benchmark.core.spec import SPEC_VERSION, RunSpec
 from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
@@ -235,11 +237,19 @@ def _write_status(run_dir: Path, status: str, timings: dict[str, float], *, erro
              # the order of float sums in training depends on it: the same spec at another count
              # ends with other weights (tests/test_reliability.py)
              "threads": torch.get_num_threads(),
+             # this process's peak resident memory so far (a sweep cell runs in its own process)
+             "peak_rss_gib": round(peak_rss_gib(), 3),
              **({"checkpoints": checkpoints} if checkpoints is not None else {})}, indent=2, default=str))
     except Exception as exc:  # e.g. a full disk
         if strict:  # the record a finished run needs: the run does not commit without it
             raise
         log.error("could not write %s: %s", run_dir / "status.json", exc)
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
 def final_state_digests(run_dir: Path) -> dict[str, str]:
@@ -354,6 +364,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                     weights=weights or default_weights(profile), skip_bad=skip_bad, progress=progress,
                     device=device, fresh=False) or (None, [])
             return res
+        check_memory(profile)  # before anything of a new attempt is written or deleted
         if force:
             if run_dir.exists():
                 shutil.rmtree(run_dir)
