@@ -150,22 +150,27 @@ def plot(files: list[Path], figure: Path) -> None:
         runs.append(({x["kind"]: x for x in lines if x["kind"] != "point"}, [x for x in lines if x["kind"] == "point"]))
     print("| run | iteration | train s (this load) | FID-2048 | FID-768 | FID-192 | KID-2048 |")
     print("|---|---|---|---|---|---|---|")
+
+    def run_label(h):
+        return f"{h['method']} {h['side']} px" + (" " + ",".join(f"{k}={v}" for k, v in h["overrides"].items())
+                                                  if h["overrides"] else "")
+
+    first = runs[0][0]  # the originals, once (every run measures the same ones)
+    for label in ("original", "original-native"):
+        m = first[label]["metrics"]
+        print(f"| {label} ({first[label]['side'] or 'native'} px) | - | - | {m['FID-2048']['value']:.1f} | "
+              f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
     for head, points in runs:
         h = head["header"]
-        for label in ("original", "original-native"):
-            m = head[label]["metrics"]
-            print(f"| {label} ({head[label]['side'] or 'native'} px) | - | - | {m['FID-2048']['value']:.1f} | "
-                  f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
         for p in points:
             m = p["metrics"]
-            print(f"| {h['method']} {h['side']} px | {p['iteration']} | {p['train_s']:.0f} | {m['FID-2048']['value']:.1f} | "
+            print(f"| {run_label(h)} | {p['iteration']} | {p['train_s']:.0f} | {m['FID-2048']['value']:.1f} | "
                   f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = set()
     for head, points in runs:
         h = head["header"]
-        label = f"{h['method']} {h['side']} px" + (" " + ",".join(f"{k}={v}" for k, v in h["overrides"].items())
-                                                   if h["overrides"] else "")
+        label = run_label(h)
         xs = [p["iteration"] for p in points]
         ax.plot(xs, [p["metrics"]["FID-2048"]["value"] for p in points], marker="o", label=label)
         key = (h["artist"], h["side"])

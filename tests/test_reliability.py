@@ -147,6 +147,17 @@ def test_threads_are_recorded_and_a_bad_count_refused(world):
                    progress=False, threads=before + 1)
     assert json.loads((run_dir(world["home"], "original", seed=7) / "status.json").read_text())["threads"] == before + 1
     assert torch.get_num_threads() == before
+    # without --threads a CPU run trains at runner.CPU_THREADS (1), whatever the process's count,
+    # so bench run and bench sweep agree; the process's count comes back afterwards
+    torch.set_num_threads(2)
+    try:
+        runner.execute("original", "monet", profile="ci", seed=9, data_root=world["root"], home=world["home"],
+                       progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert runner.CPU_THREADS == 1
+    assert json.loads((run_dir(world["home"], "original", seed=9) / "status.json").read_text())["threads"] == 1
     folders = set((world["home"] / "runs" / "original" / "monet").iterdir())
     _, err = bench("run", "--method", "original", "--artist", "monet", "--profile", "ci", "--seed", "8",
                    "--threads", "0", code=2)

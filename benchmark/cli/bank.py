@@ -28,7 +28,7 @@ def _group() -> None:
 def build(
     artist: str = typer.Option(..., "--artist", help="whose photo training set (photos are shared by all artists)"),
     scales: Optional[str] = typer.Option(None, "--scales", help="patch:stride per scale, e.g. 16:6,8:5"),
-    profile: str = typer.Option("smoke", "--profile", help="ci | smoke | quick | paper (sets the image size)"),
+    profile: str = typer.Option("smoke", "--profile", help="ci | smoke | cpu | quick | paper (sets the image size)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset root (else ARTSHIFT_DATA)"),
     home: Optional[Path] = typer.Option(None, "--home", help="artshift home (else ARTSHIFT_HOME)"),
     index: Optional[str] = typer.Option(None, "--index", help="auto | flat | hnsw | ivf | ivfpq"),

@@ -18,7 +18,7 @@ from benchmark.cli.leaderboard import write_text
 
 def reproduce_cmd(
     paper: str = typer.Argument(..., help="the published tables to reproduce (known: tomei2018)"),
-    profile: str = typer.Option("paper", "--profile", "-p", help="ci, smoke, quick or paper"),
+    profile: str = typer.Option("paper", "--profile", "-p", help="ci, smoke, cpu, quick or paper"),
     artist: list[str] = typer.Option([], "--artist", "-a", help="only these of the paper's artists (repeatable)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the runs that are missing, run nothing"),
     no_run: bool = typer.Option(False, "--no-run", help="report from the store only: run and measure nothing"),

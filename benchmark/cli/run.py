@@ -24,7 +24,7 @@ def methods_cmd() -> None:
 def run_cmd(
     method: str = typer.Option(..., "--method", "-m", help="a registered method (see `bench methods`)"),
     artist: str = typer.Option(..., "--artist", "-a", help="monet, cezanne, vangogh, ukiyoe or pacs"),
-    profile: str = typer.Option("smoke", "--profile", "-p", help="ci, smoke, quick or paper"),
+    profile: str = typer.Option("smoke", "--profile", "-p", help="ci, smoke, cpu, quick or paper"),
     seed: int = typer.Option(0, "--seed"),
     data_root: Optional[Path] = DataRoot,
     home: Optional[Path] = Home,
@@ -40,9 +40,9 @@ def run_cmd(
     wait: float = typer.Option(0.0, "--wait", help="seconds to wait while another process runs this spec"),
     reference: Optional[Path] = Reference,
     threads: Optional[int] = typer.Option(None, "--threads",
-                                          help="torch threads for this run (default: OMP_NUM_THREADS, else every "
-                                               "core). The count changes the order of float sums in training, "
-                                               "hence the run's numbers; status.json records it"),
+                                          help="torch threads for this run (default on a CPU: 1, what bench "
+                                               "sweep cells use). The count changes the order of float sums in "
+                                               "training, hence the run's numbers; status.json records it"),
 ) -> None:
     """Fit (if needed) -> translate every test painting -> evaluate against the photo test set -> record."""
     # on use: keeps numpy/pandas/torch out of every `bench` start (--help)

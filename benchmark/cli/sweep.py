@@ -18,7 +18,7 @@ sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: plan, launch (local 
 Methods = typer.Option(..., "--methods", "-m", help="comma-separated registered methods, e.g. original,cyclegan")
 Artists = typer.Option(..., "--artists", "-a", help="comma-separated artists, e.g. cezanne,vangogh")
 Seeds = typer.Option("0", "--seeds", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-4")
-Profile = typer.Option("smoke", "--profile", "-p", help="ci, smoke, quick or paper")
+Profile = typer.Option("smoke", "--profile", "-p", help="ci, smoke, cpu, quick or paper")
 Set = typer.Option([], "--set", help="config override key=value (repeatable); each method takes the keys it has")
 
 

@@ -307,6 +307,14 @@ def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: d
     return cls, config, domain, spec, root
 
 
+# torch threads of a CPU run unless --threads says otherwise. The count changes the order of float
+# sums in training and so the run's numbers (docs/benchmarks.md: FID-2048 389.39 at 1 thread, 389.51
+# at 2, for one ci spec), while the run id does not name it: one fixed count makes `bench run` and
+# `bench sweep` (1 thread per cell) give the same numbers for the same id on any machine, and lets
+# two jobs share 2 cores at 64-68% of a solo job's speed each (oversubscribed 2-thread jobs: 24-26%).
+CPU_THREADS = 1
+
+
 def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
@@ -324,6 +332,8 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
     """
     overrides = dict(overrides or {})
     home = paths.home(home)
+    if threads is None and torch.device(device).type == "cpu":
+        threads = CPU_THREADS
     if threads is not None and threads < 1:
         raise ArtshiftError(f"--threads {threads}: must be at least 1", hint="pass e.g. --threads 1")
     cls, config, domain, spec, root = _resolve_run(method, artist, profile, seed, overrides, data_root, home,
