@@ -114,13 +114,12 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # docs/methods/adain.md), so 500 of them ~ 1900 CycleGAN smoke iterations
     "smoke": dict(load_size=128, crop_size=64, batch_size=4, max_iter=500, weights="auto", normalise_photos=16,
                   normalise_size=128, checkpoint_every=250),
-    # not tuned for cpu yet (issue 24 tunes the core GANs): smoke's settings, so the profile runs
-    "cpu": dict(load_size=128, crop_size=64, batch_size=4, max_iter=500, weights="auto", normalise_photos=16,
-                normalise_size=128, checkpoint_every=250),
     # about an hour on one GPU: the reference's sizes, a tenth of its iterations
     "quick": dict(max_iter=16_000, checkpoint_every=2000),
     "paper": dict(),
 }
+# not tuned for cpu yet (issue 24 tuned the core GANs): smoke's settings, so the profile runs
+PROFILE_SETTINGS["cpu"] = PROFILE_SETTINGS["smoke"]
 
 
 def calc_mean_std(feat: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.cyclegan import UnpairedGAN, UnpairedTrainingConfig
+from baselines.cyclegan import SMALL_NETWORKS, UnpairedGAN, UnpairedTrainingConfig
 from baselines.networks import (
     CUT_NCE_LAYERS,
     INIT_TYPES,
@@ -129,12 +129,10 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # CycleGAN one (FastCUT ~2/5); the anti-aliased networks (full-resolution down/up convolutions,
     # stride-1 PatchGAN) cost ~1.35x that for both (1.33-1.36x in two runs of
     # benchmarks/cut_antialias.py, best of 12 x 3 steps, one thread): still below CycleGAN's iteration
-    "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
-                  n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
+    "smoke": dict(**SMALL_NETWORKS, n_epochs=3, n_epochs_decay=3, epoch_size=500, checkpoint_every=500),
     # <= 30 minutes on 2 idle CPU cores: CycleGAN's cpu setting (residual generator from the identity,
     # 4000 iterations); no CUT curve was measured for it (docs/results.md)
-    "cpu": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32, residual=True,
-                n_epochs=4, n_epochs_decay=4, epoch_size=500, checkpoint_every=500),
+    "cpu": dict(**SMALL_NETWORKS, residual=True, n_epochs=4, n_epochs_decay=4, epoch_size=500, checkpoint_every=500),
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
     "paper": dict(checkpoint_every=5000),
 }

@@ -133,20 +133,21 @@ class CycleGANConfig(UnpairedTrainingConfig):
 
 
 # Settings per profile on top of the dataclass defaults (which are the paper's).
+# smoke's (and cpu's) networks and crops, shared with CUT/FastCUT so the methods compare at equal capacity
+SMALL_NETWORKS: dict[str, Any] = dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32)
 PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
     # seconds: tiny nets on 32 px crops, 20 iterations
     "ci": dict(load_size=36, crop_size=32, ngf=8, n_blocks=2, ndf=8, pool_size=50,
                n_epochs=1, n_epochs_decay=1, epoch_size=10, checkpoint_every=10),
     # minutes on 2 CPU cores: 2000 iterations at ~125 ms on 2 idle cores (benchmarks/cyclegan_iter.py)
     # leave room for evaluation and, for "ours" (~1.25x per iteration), the bank, in a 10-minute run
-    "smoke": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32,
-                  n_epochs=2, n_epochs_decay=2, epoch_size=500, checkpoint_every=500),
+    "smoke": dict(**SMALL_NETWORKS, n_epochs=2, n_epochs_decay=2, epoch_size=500, checkpoint_every=500),
     # <= 30 minutes on 2 idle CPU cores: smoke's networks and crops with residual generators that
     # start as the identity, twice smoke's schedule (4000 iterations), no identity loss. Chosen from
     # the FID curves of docs/results.md: plain generators stay 86+ FID-2048 above the untouched
     # paintings at this budget; residual ones end below them (186.0 with the identity loss, 183.2
     # without: a generator that starts as the identity needs no loss to keep it there)
-    "cpu": dict(load_size=72, crop_size=64, ngf=16, n_blocks=6, ndf=32, residual=True, lambda_identity=0.0,
+    "cpu": dict(**SMALL_NETWORKS, residual=True, lambda_identity=0.0,
                 n_epochs=4, n_epochs_decay=4, epoch_size=500, checkpoint_every=500),
     # about an hour on one GPU: full networks at 256 px, a shortened schedule of short epochs
     "quick": dict(n_epochs=10, n_epochs_decay=10, epoch_size=1000, checkpoint_every=2000),
