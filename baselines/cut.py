@@ -298,6 +298,9 @@ class CUT(UnpairedGAN):
         """Encoder taps of ``x`` (in the run's precision); the padded-input tap is cropped back to the image."""
         with self.autocast():
             feats = self.G.encode(self.as_input(x), self.nce_layers)
+        return self._crop_pad_tap(feats)
+
+    def _crop_pad_tap(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
         for name, f in zip(self.nce_layers, feats, strict=True):
             if name == "pad":
@@ -307,18 +310,30 @@ class CUT(UnpairedGAN):
             out.append(f)
         return out
 
-    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+    def _translate_with_taps(self, real: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``G(real)`` as float32 and the taps of that same pass (cropped like ``_taps``)."""
+        with self.autocast():
+            fake, feats = self.G.forward_with_features(self.as_input(real), self.nce_layers)
+        return fake.float(), self._crop_pad_tap(feats)
+
+    def nce_loss(self, src: torch.Tensor, tgt: torch.Tensor, flipped: bool = False,
+                 keys: list[torch.Tensor] | None = None) -> torch.Tensor:
         """PatchNCE between source images and their translations, averaged over the taps.
 
         ``flipped``: ``tgt`` was generated from the horizontally flipped ``src`` (FastCUT), so
         its features are flipped back before being compared location by location.
+        ``keys``: the taps of ``src`` if the caller already has them (the generator's pass that
+        made ``tgt`` computed them, ``train_step``); otherwise ``src`` is encoded here.
         """
         c = self.config
         feat_q = self._taps(tgt)
         if flipped:
             feat_q = [f.flip(-1) for f in feat_q]
-        with torch.no_grad():  # keys carry no gradient (detached in the loss) - skip the graph
-            feat_k = self._taps(src)
+        if keys is not None:
+            feat_k = [k.detach() for k in keys]
+        else:
+            with torch.no_grad():  # keys carry no gradient (detached in the loss) - skip the graph
+                feat_k = self._taps(src)
         coarsest = min(feat_k, key=lambda f: f.shape[-2] * f.shape[-1])
         locations = sample_locations((int(coarsest.shape[-2]), int(coarsest.shape[-1])), c.num_patches)
         total = torch.zeros((), device=src.device)
@@ -344,7 +359,13 @@ class CUT(UnpairedGAN):
         real = torch.cat([real_A, real_B]) if c.nce_idt else real_A
         if flipped:
             real = real.flip(-1)
-        fake = self.net(self.G, real)
+            fake, keys = self.net(self.G, real), None
+        else:
+            # The keys of PatchNCE are the taps of the real images, which the pass that translates
+            # them computes anyway: take them from it instead of encoding the images a second time
+            # (the reference does; same values, one encoder pass less per NCE term). A flipped
+            # batch's taps are of the flipped image, so FastCUT's flipped iterations encode again.
+            fake, keys = self._translate_with_taps(real)
         fake_B = fake[:bs]
 
         losses: dict[str, torch.Tensor] = {}
@@ -361,9 +382,9 @@ class CUT(UnpairedGAN):
         self.opt_G.zero_grad(set_to_none=True)
         self.opt_F.zero_grad(set_to_none=True)
         losses["G_GAN"] = lsgan_loss(self.net(self.D, fake_B), True) * c.lambda_GAN
-        losses["NCE"] = self.nce_loss(real_A, fake_B, flipped)
-        if c.nce_idt:
-            losses["NCE_Y"] = self.nce_loss(real_B, fake[bs:], flipped)  # identity: G(photo) vs photo
+        losses["NCE"] = self.nce_loss(real_A, fake_B, flipped, None if keys is None else [k[:bs] for k in keys])
+        if c.nce_idt:  # identity: G(photo) vs photo
+            losses["NCE_Y"] = self.nce_loss(real_B, fake[bs:], flipped, None if keys is None else [k[bs:] for k in keys])
             nce = 0.5 * (losses["NCE"] + losses["NCE_Y"])
         else:
             nce = losses["NCE"]

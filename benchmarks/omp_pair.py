@@ -1,11 +1,16 @@
-"""Two training jobs on one machine: per-iteration speed solo and side by side, per thread count
-and OpenMP wait policy (issue 25 §7: a 2-thread smoke run beside another job fell >50x).
+"""Two jobs on one machine: their speed solo and side by side, per thread count and OpenMP wait
+policy (issue 25 §7: a 2-thread smoke run beside another job fell >50x).
 
-Each configuration starts ``benchmarks/cyclegan_iter.py`` once (solo) or twice at the same time
-(pair) and reads its median iteration time; the load average before and after each is printed,
-because on a shared machine the other users' jobs are part of the result.
+``--job train`` (default): each configuration starts ``benchmarks/cyclegan_iter.py`` once (solo) or
+twice at the same time (pair) and reads its median iteration time. ``--job eval``: each job is a
+real ``bench eval --images FOLDER --artist monet`` of ``--images`` training photos (job 1 and job 2
+get different photos; the photo reference statistics are cached by a warm-up eval first), timed
+by its wall clock; the thread count is passed as OMP_NUM_THREADS, which `bench` honours. The load
+average before and after each is printed, because on a shared machine the other users' jobs are
+part of the result.
 
     .venv/bin/python benchmarks/omp_pair.py --profile smoke -n 15
+    .venv/bin/python benchmarks/omp_pair.py --job eval --images 200 --only 1,2,3,5,7
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +52,13 @@ def main() -> None:
     ap.add_argument("--artist", default="cezanne")
     ap.add_argument("-n", "--iterations", type=int, default=15)
     ap.add_argument("--only", default=None, help="comma-separated configuration numbers (1-based) to run")
+    ap.add_argument("--job", choices=("train", "eval"), default="train")
+    ap.add_argument("--images", type=int, default=200, help="--job eval: photos per job's folder")
+    ap.add_argument("--data-root", type=Path,
+                    default=Path(os.environ.get("ARTSHIFT_DATA", str(REPO.parent / "shared" / "data"))))
     args = ap.parse_args()
+    if args.job == "eval":
+        return eval_pairs(args)
     print(f"cpus={os.cpu_count()} profile={args.profile} artist={args.artist} n={args.iterations}")
     chosen = [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
     for name, jobs, threads, policy in chosen:
@@ -65,6 +79,47 @@ def main() -> None:
         ms = [_median_ms(o) for o in outs]
         print(f"{name:<32} median ms per iteration: {', '.join(f'{m:.0f}' for m in ms):<14} "
               f"load average 1 min: {before:.1f} before, {after:.1f} after", flush=True)
+
+
+def eval_pairs(args: argparse.Namespace) -> None:
+    bench = Path(sys.executable).with_name("bench")
+    photos = sorted((args.data_root / "photos" / "train").iterdir())
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = []
+        for j in range(2):  # two folders of different photos: two evaluations, not one cached twice
+            folder = Path(tmp) / f"job{j + 1}"
+            folder.mkdir()
+            for src in photos[j * args.images:(j + 1) * args.images]:
+                shutil.copy(src, folder / src.name)
+            folders.append(folder)
+        base = {**os.environ, "ARTSHIFT_HOME": str(Path(tmp) / "home"), "ARTSHIFT_DATA": str(args.data_root)}
+        base.pop("OMP_NUM_THREADS", None)
+        base.pop("OMP_WAIT_POLICY", None)
+
+        def cmd(j: int) -> list[str]:
+            return [str(bench), "eval", "--images", str(folders[j]), "--artist", "monet", "--name", f"job{j + 1}", "-q"]
+
+        for j in range(2):  # warm-up: the photo statistics and the weights' hashes go into the cache
+            subprocess.run(cmd(j), env=base, check=True, capture_output=True)
+        print(f"cpus={os.cpu_count()} job=bench eval of {args.images} photos each")
+        chosen = [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
+        for name, jobs, threads, policy in chosen:
+            per_job = threads if isinstance(threads, tuple) else (threads,) * jobs
+            before = os.getloadavg()[0]
+            procs, started = [], []
+            for j, t in enumerate(per_job):
+                env = {**base, "OMP_NUM_THREADS": str(t), **({"OMP_WAIT_POLICY": policy} if policy else {})}
+                started.append(time.perf_counter())
+                procs.append(subprocess.Popen(cmd(j), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              text=True))
+            seconds = []
+            for p, t0 in zip(procs, started, strict=True):
+                _, err = p.communicate()
+                if p.returncode:
+                    raise RuntimeError(err[-2000:])
+                seconds.append(time.perf_counter() - t0)
+            print(f"{name:<32} seconds per eval: {', '.join(f'{s:.1f}' for s in seconds):<14} "
+                  f"load average 1 min: {before:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
 
 
 if __name__ == "__main__":

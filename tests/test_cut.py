@@ -155,6 +155,32 @@ def test_cut_samples_the_same_locations_on_its_taps(monkeypatch):
     assert len(coarse) == 64
 
 
+def test_training_takes_the_keys_from_the_translating_pass(monkeypatch):
+    """An unflipped iteration encodes only the translations (the queries): the real images' keys
+    are the taps of the pass that translated them, with the values a separate pass would give."""
+    method = make(C.CUT)
+    x = painting_batch(seed=5, size=32, n=2)
+    fake, keys = method._translate_with_taps(x)
+    assert torch.equal(fake, method.net(method.G, x))
+    for got, want in zip(keys, method._taps(x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)  # the same patch locations for both losses
+    loss_reused = method.nce_loss(x[:1], fake[:1], keys=[k[:1] for k in keys])
+    torch.manual_seed(0)
+    torch.testing.assert_close(loss_reused, method.nce_loss(x[:1], fake[:1]), rtol=1e-5, atol=1e-6)
+
+    encoded = []
+    real_encode = method.G.encode
+    monkeypatch.setattr(method.G, "encode", lambda images, layers: encoded.append(images.shape[0]) or
+                        real_encode(images, layers))
+    batch = {"A": x[:1], "B": x[1:], "flip": False}
+    method.train_step(batch, 0)
+    assert encoded == [1, 1]  # NCE's and NCE_Y's queries; no pass for the keys
+    encoded.clear()
+    method.train_step({**batch, "flip": True}, 1)
+    assert encoded == [1, 1, 1, 1]  # flipped: the translating pass saw the mirror image, keys re-encoded
+
+
 def test_input_tap_is_the_image_itself():
     method = make()
     x = painting_batch(seed=3, size=32, n=1)

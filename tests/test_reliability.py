@@ -147,7 +147,7 @@ def test_threads_are_recorded_and_a_bad_count_refused(world):
                    progress=False, threads=before + 1)
     assert json.loads((run_dir(world["home"], "original", seed=7) / "status.json").read_text())["threads"] == before + 1
     assert torch.get_num_threads() == before
-    # without --threads a CPU run trains at runner.CPU_THREADS (1), whatever the process's count,
+    # without --threads a CPU run trains at CPU_THREADS (1), whatever the process's count,
     # so bench run and bench sweep agree; the process's count comes back afterwards
     torch.set_num_threads(2)
     try:
@@ -164,6 +164,30 @@ def test_threads_are_recorded_and_a_bad_count_refused(world):
     assert "--threads 0" in error_line(err)
     assert set((world["home"] / "runs" / "original" / "monet").iterdir()) == folders  # nothing created
 
+
+
+def test_every_command_computes_at_the_fixed_thread_count_unless_omp_num_threads_says_otherwise(monkeypatch):
+    """Issue 25 §7: not only `bench run` - eval, shift, downstream ... run at CPU_THREADS (two jobs
+    on 2 cores then keep >= 40% of their solo speed each); OMP_NUM_THREADS is the user's override,
+    and an in-process caller gets its own count back."""
+    import torch
+
+    import benchmark.cli as cli
+    from benchmark.core.profiles import CPU_THREADS
+
+    seen = []
+    monkeypatch.setattr(cli, "_main", lambda: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS + 1)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        cli.main()
+        monkeypatch.setenv("OMP_NUM_THREADS", str(CPU_THREADS + 1))
+        cli.main()
+        assert seen == [CPU_THREADS, CPU_THREADS + 1]
+        assert torch.get_num_threads() == CPU_THREADS + 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_profile_that_does_not_fit_in_free_memory_is_refused_before_anything_is_written(world, monkeypatch):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 from typing import Any, Optional
 
@@ -30,6 +31,7 @@ from benchmark.cli.common import err, out
 from benchmark.core import registry
 from benchmark.core.atomic import disk_full, free_mb
 from benchmark.core.errors import ArtshiftError
+from benchmark.core.profiles import CPU_THREADS
 
 __all__ = ["app", "build_app", "err", "main", "out"]
 
@@ -91,12 +93,20 @@ def main() -> None:
     import signal
     import threading
 
+    import torch
+
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
+    # every command computes at CPU_THREADS unless the user set OMP_NUM_THREADS (why: the constant's
+    # comment in benchmark.core.profiles); `bench run --threads N` sets its own count for its run
+    threads_before = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(CPU_THREADS)
     try:
         _main()
     finally:
+        torch.set_num_threads(threads_before)
         if previous is not None:  # main() called in-process (tests, scripts): leave the handler as it was
             signal.signal(signal.SIGTERM, previous)
 

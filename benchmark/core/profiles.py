@@ -26,6 +26,17 @@ PROFILES = {
 }
 
 
+# Torch threads of every CPU computation of a `bench` process: a run's training, translation and
+# measurement unless `bench run --threads N` says otherwise, and every other command (eval, shift,
+# downstream, translate, ci, ...) unless OMP_NUM_THREADS does (``benchmark.cli.main``). The count
+# changes the order of float sums and so the numbers (docs/benchmarks.md: FID-2048 389.39 at 1
+# thread, 389.51 at 2, for one ci spec), while no run id names it: one fixed count makes `bench
+# run` and `bench sweep` (1 thread per cell) agree, makes `bench eval --run` reproduce the run's
+# own rows, and lets two jobs share 2 cores at 64-68% of a solo job's speed each (two
+# oversubscribed 2-thread jobs: 24-26%).
+CPU_THREADS = 1
+
+
 # Free memory (GiB) a profile's most demanding method needs, from the peak resident memory measured
 # on the project's CPU machine (docs/results.md, section 5), rounded up: ``ours`` at ci 2.12 GiB
 # (`bench run`, /usr/bin/time), at cpu 3.74-3.82 GiB (`status.json` of the sweep's runs); smoke

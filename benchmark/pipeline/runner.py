@@ -37,7 +37,7 @@ from benchmark.core.download import sha256_file
 from benchmark.core.errors import ArtshiftError
 from benchmark.core.locks import RunLock
 from benchmark.core.method import RunContext, TrainData
-from benchmark.core.profiles import apply_overrides, check_memory, check_profile, default_weights
+from benchmark.core.profiles import CPU_THREADS, apply_overrides, check_memory, check_profile, default_weights
 from benchmark.core.spec import SPEC_VERSION, RunSpec
 from benchmark.core.store import MetricRow, Store, check_rows, provenance
 from benchmark.data import resolution
@@ -307,12 +307,6 @@ def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: d
     return cls, config, domain, spec, root
 
 
-# torch threads of a CPU run unless --threads says otherwise. The count changes the order of float
-# sums in training and so the run's numbers (docs/benchmarks.md: FID-2048 389.39 at 1 thread, 389.51
-# at 2, for one ci spec), while the run id does not name it: one fixed count makes `bench run` and
-# `bench sweep` (1 thread per cell) give the same numbers for the same id on any machine, and lets
-# two jobs share 2 cores at 64-68% of a solo job's speed each (oversubscribed 2-thread jobs: 24-26%).
-CPU_THREADS = 1
 
 
 def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
