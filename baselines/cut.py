@@ -363,8 +363,9 @@ class CUT(UnpairedGAN):
         else:
             # The keys of PatchNCE are the taps of the real images, which the pass that translates
             # them computes anyway: take them from it instead of encoding the images a second time
-            # (the reference does; same values, one encoder pass less per NCE term). A flipped
-            # batch's taps are of the flipped image, so FastCUT's flipped iterations encode again.
+            # as the reference does (the same values, one encoder pass less per NCE term; issue 24).
+            # A flipped batch's taps are of the mirrored image, so FastCUT's flipped iterations
+            # encode the unflipped source again.
             fake, keys = self._translate_with_taps(real)
         fake_B = fake[:bs]
 

@@ -20,9 +20,15 @@ seconds per iteration and artshift / reference for each setting.
   bank search and the contextual loss that the reference does not compute, a stricter bar.
 - Parameter counts of both sides are printed; they must agree (the CUT MLP head is built
   lazily by the reference and is counted after its first iteration).
+- ``--flops``: the floating-point operations of one iteration of each side (torch's
+  ``FlopCounterMode``: convolutions and matrix products, forward and backward) and the machine's
+  GEMM peak in fp32 and bf16 (``torch.mm`` 4096 x 4096, best of 5, at the run's thread count), so
+  each column's time converts to achieved GFLOPS and a share of the peak: the ceiling on what any
+  lever that keeps the arithmetic can gain.
 
     .venv/bin/python benchmarks/gan_vs_reference.py --reference /tmp/CUT --size 128 -n 6
     .venv/bin/python benchmarks/gan_vs_reference.py --reference /tmp/CUT --size 256 -n 3 --methods cyclegan,cut
+    .venv/bin/python benchmarks/gan_vs_reference.py --reference /tmp/CUT --size 256 -n 3 --threads 2 --flops
 """
 
 from __future__ import annotations
@@ -92,6 +98,28 @@ def reference_model(path: Path, name: str, c: Any, tmp: Path) -> Any:
     return model, opt
 
 
+def gemm_peak(dtype: torch.dtype, size: int = 4096, reps: int = 5) -> float:
+    """GFLOPS of the best of ``reps`` square matrix products: what this CPU's cores can do at best."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def flops_of(fn: Any) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
 def parameters(modules: list[torch.nn.Module]) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -128,6 +156,11 @@ def measure(name: str, args: argparse.Namespace, data: TrainData, tmp: Path) -> 
 
     columns = ["reference"] + list(args.settings)
     times: dict[str, list[float]] = {k: [] for k in columns}
+    flops: dict[str, int] = {}
+    if args.flops:  # one extra, untimed iteration of each side (past the schedule's start: harmless)
+        warm = built[args.settings[0]].batch(0, 10**6)
+        flops["reference"] = flops_of(lambda: (ref.set_input(ref_batch(warm)), ref.optimize_parameters()))
+        flops["artshift"] = flops_of(lambda: built[args.settings[0]].train_step(warm, 10**6))
     load_before = loadavg()
     for it in range(args.warmup + args.iterations):
         batch = built[args.settings[0]].batch(0, it)  # one batch per round, the same for every column
@@ -145,23 +178,34 @@ def measure(name: str, args: argparse.Namespace, data: TrainData, tmp: Path) -> 
     out: dict[str, Any] = {"method": name, "crop": config.crop_size, "ngf": config.ngf, "ndf": config.ndf,
                            "n_blocks": config.n_blocks, "params_reference": parameters(ref_nets),
                            "params_artshift": ours_params, "load_before": load_before, "load_after": loadavg(),
-                           "columns": {}}
+                           "flops": flops, "columns": {}}
     base = statistics.median(times["reference"])
     for key in columns:
         ts = times[key]
         out["columns"][key] = {"n": len(ts), "median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts),
                                "ratio": statistics.median(ts) / base}
+        if flops:
+            done = flops["reference" if key == "reference" else "artshift"]
+            peak = args.peaks["bf16" if SETTINGS[key][0] == "bf16" else "fp32"] if key in SETTINGS else args.peaks["fp32"]
+            out["columns"][key].update(gflops=done / statistics.median(ts) / 1e9, peak_gflops=peak)
     return out
 
 
 def table(r: dict[str, Any]) -> str:
+    flops = r["flops"]
     lines = [f"### {r['method']}: {r['crop']} px, ngf {r['ngf']}, ndf {r['ndf']}, {r['n_blocks']} blocks; "
              f"parameters reference {r['params_reference']:,}, artshift {r['params_artshift']:,}; "
-             f"load {r['load_before']} -> {r['load_after']}",
-             "| column | median s / iteration (min-max, n) | time / reference's |", "|---|---|---|"]
+             f"load {r['load_before']} -> {r['load_after']}"
+             + (f"; GFLOP per iteration reference {flops['reference'] / 1e9:.1f}, artshift "
+                f"{flops['artshift'] / 1e9:.1f}" if flops else ""),
+             "| column | median s / iteration (min-max, n) | time / reference's |"
+             + (" achieved GFLOPS (share of the GEMM peak) |" if flops else ""),
+             "|---|---|---|" + ("---|" if flops else "")]
     for key, c in r["columns"].items():
         lines.append(f"| {key} | {c['median_s']:.3f} ({c['min_s']:.3f}-{c['max_s']:.3f}, n={c['n']}) | "
-                     f"{c['ratio']:.2f}x |")
+                     f"{c['ratio']:.2f}x |"
+                     + (f" {c['gflops']:.0f} ({c['gflops'] / c['peak_gflops']:.0%} of {c['peak_gflops']:.0f}) |"
+                        if "gflops" in c else ""))
     return "\n".join(lines)
 
 
@@ -180,6 +224,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--flops", action="store_true",
+                    help="count each side's FLOPs per iteration and measure the fp32/bf16 GEMM peak")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     args.settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -191,6 +237,11 @@ def main() -> None:
     data = TrainData(args.artist, list(domain.paintings_train), list(domain.photos_train)[:args.max_photos])
     print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
           f"torch={torch.__version__} threads={torch.get_num_threads()} load={loadavg()}")
+    args.peaks = {}
+    if args.flops:
+        args.peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+        print(f"GEMM peak (torch.mm 4096^2, best of 5): fp32 {args.peaks['fp32']:.0f} GFLOPS, "
+              f"bf16 {args.peaks['bf16']:.0f} GFLOPS")
     print(f"data: {args.artist}, {len(data.paintings)} paintings, {len(data.photos)} photos; profile {args.profile}; "
           f"{args.iterations} timed iterations per column after {args.warmup} warm-up")
     results = []
@@ -200,6 +251,8 @@ def main() -> None:
             results.append(measure(name, args, data, Path(tmp)))
             print()
             print(table(results[-1]), flush=True)
+    if args.flops:
+        print(f"GEMM peak at the end: fp32 {gemm_peak(torch.float32):.0f}, bf16 {gemm_peak(torch.bfloat16):.0f} GFLOPS")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, load at the end {loadavg()}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},

@@ -148,6 +148,14 @@ def test_a_new_run_with_reference_has_its_usual_id_and_own_rows(world):
                            reference=ref, force=True)
     assert again.reference_id == res.reference_id
     assert min(m["created_at"] for m in again.reference_metrics) > max(m["created_at"] for m in res.reference_metrics)
+    # --force without --reference: the rows against the reference described the replaced
+    # translations, so they go (store row, metric rows and the copy `bench store rebuild` reads)
+    copy = home / "evals" / f"{res.reference_id.replace('/', '_')}.json"
+    assert copy.exists()
+    runner.execute("original", "monet", profile="ci", seed=3, data_root=root, home=home, progress=False, force=True)
+    assert _store(home).run(res.reference_id) is None and not _store(home).metrics_for(res.reference_id)
+    assert not copy.exists()
+    assert _store(home).run(res.run_id)["status"] == "done"
 
 
 def test_eval_with_the_runs_own_photos_as_reference_is_its_own_row(world):

@@ -337,6 +337,17 @@ class Store:
         with self._connect() as con:
             con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
 
+    def delete_runs_under(self, prefix: str) -> list[str]:
+        """Drop every run row whose id starts with ``prefix`` (exactly: no LIKE wildcards), with its
+        metric rows; returns their ids."""
+        with self._connect() as con:
+            ids = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?",
+                                             (len(prefix), prefix))]
+            for run_id in ids:
+                con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+                con.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+        return ids
+
     def add_metrics(self, run_id: str, rows: list[MetricRow]) -> None:
         with self._connect() as con:
             self._insert_metrics(con, run_id, rows)

@@ -65,6 +65,15 @@ def reference_id(run_id: str, ref: str) -> str:
     return f"{run_id}@ref-{ref[:12]}"
 
 
+def forget_reference_rows(store: Store, home: Path, run_id: str) -> list[str]:
+    """Drop the rows of ``run_id`` measured against other photos, and their copies for `bench store
+    rebuild`: `bench run --force` is about to replace the translations they describe."""
+    ids = store.delete_runs_under(reference_id(run_id, ""))
+    for target in ids:
+        (home / "evals" / f"{target.replace('/', '_')}.json").unlink(missing_ok=True)
+    return ids
+
+
 def record_evaluation(home: Path, store: Store, run_id: str) -> None:
     """An evaluation without a run folder (an external folder, a run against other photos), kept as
     ``<home>/evals/<id>.json`` (its store row and metric rows), so `bench store rebuild` recovers it."""

@@ -44,6 +44,7 @@ from benchmark.data import resolution
 from benchmark.features.extractor import calibration_photos
 from benchmark.pipeline.evaluate import DEFAULT_EXTRACTORS, evaluate_paths, make_extractor, split_with
 from benchmark.pipeline.reference import (
+    forget_reference_rows,
     other_reference,
     record_evaluation,
     reference_id,
@@ -374,6 +375,7 @@ def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
                 shutil.rmtree(run_dir)
             if store is not None:  # a worker's run: collect replaces all of the run's rows
                 store.delete_metrics(spec.run_id)  # no row of the old run survives, whatever its extractor
+                forget_reference_rows(store, home, spec.run_id)  # nor its rows against other photos
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "spec.json").write_text(json.dumps(
             {"spec": spec.as_dict(), "run_id": spec.run_id, "config": dataclasses.asdict(config),
