@@ -152,14 +152,18 @@ def plot(files: list[Path], figure: Path) -> None:
     print("|---|---|---|---|---|---|---|")
 
     def run_label(h):
-        return f"{h['method']} {h['side']} px" + (" " + ",".join(f"{k}={v}" for k, v in h["overrides"].items())
-                                                  if h["overrides"] else "")
+        return (f"{h['method']} {h['profile']} {h['side']} px"
+                + (" " + ",".join(f"{k}={v}" for k, v in h["overrides"].items()) if h["overrides"] else "")
+                + (f" seed {h['seed']}" if h.get("seed") else ""))
 
-    first = runs[0][0]  # the originals, once (every run measures the same ones)
-    for label in ("original", "original-native"):
-        m = first[label]["metrics"]
-        print(f"| {label} ({first[label]['side'] or 'native'} px) | - | - | {m['FID-2048']['value']:.1f} | "
-              f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
+    sides = {}  # the originals once per translate side (every run at a side measures the same ones)
+    for header, _ in runs:
+        sides.setdefault(header["header"]["side"], header)
+    for first in sides.values():
+        for label in ("original", "original-native"):
+            m = first[label]["metrics"]
+            print(f"| {label} ({first[label]['side'] or 'native'} px) | - | - | {m['FID-2048']['value']:.1f} | "
+                  f"{m['FID-768']['value']:.2f} | {m['FID-192']['value']:.1f} | {m['KID-2048']['value']:.3f} |")
     for head, points in runs:
         h = head["header"]
         for p in points:

@@ -70,9 +70,8 @@ def reference_model(path: Path, name: str, c: Any, tmp: Path) -> Any:
     """The reference's model for artshift config ``c``, built through its own option parser."""
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    from options.train_options import TrainOptions  # the reference's modules
-
     import models as ref_models
+    from options.train_options import TrainOptions  # the reference's modules
 
     args = ["--dataroot", str(tmp), "--name", f"ref-{name}", "--checkpoints_dir", str(tmp / "ref"),
             "--gpu_ids", "-1", "--load_size", str(c.load_size), "--crop_size", str(c.crop_size),
