@@ -39,7 +39,6 @@ import io
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -53,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mixed_precision import SETTINGS, loadavg  # noqa: E402
+from mixed_precision import SETTINGS, loadavg, machine_line  # noqa: E402
 
 from benchmark.core.method import RunContext, TrainData  # noqa: E402
 from benchmark.core.profiles import apply_overrides, parse_overrides  # noqa: E402
@@ -234,8 +233,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     domain = resolve_domain(args.artist, Path(args.data_root))
     data = TrainData(args.artist, list(domain.paintings_train), list(domain.photos_train)[:args.max_photos])
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()} load={loadavg()}")
+    print(machine_line())
     args.peaks = {}
     if args.flops:
         args.peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}

@@ -53,6 +53,13 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def machine_line() -> str:
+    """What a timing depends on: CPU, torch, threads, and the load when it started."""
+    return (f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
+            f"torch={torch.__version__} threads={torch.get_num_threads()} "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')} load={loadavg()}")
+
+
 def build(name: str, profile: str, sets: dict[str, str], setting: str, seed: int, data: TrainData,
           tmp: Path, home: Path, shared: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[Any, RunContext]:
     """One method at one setting, set up and prepared; images are loaded once and shared."""
@@ -232,9 +239,7 @@ def main() -> None:
     domain = resolve_domain(args.artist, Path(args.data_root))
     photos = list(domain.photos_train)[:args.max_photos] if args.max_photos else list(domain.photos_train)
     data = TrainData(args.artist, list(domain.paintings_train), photos)
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')} load={loadavg()}")
+    print(machine_line())
     print(f"data: {args.artist}, {len(data.paintings)} paintings, {len(data.photos)} photos; "
           f"settings {', '.join(args.settings)}; {args.iterations} iterations each ({args.warmup} untimed)")
     results = []
