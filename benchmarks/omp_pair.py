@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +48,37 @@ def _median_ms(text: str) -> float:
     return float(m.group(1))
 
 
+def run_together(name: str, threads: int | tuple[int, ...], jobs: int, policy: str | None,
+                 command: Callable[[int, int], list[str]], base_env: dict[str, str]) -> list[tuple[float, str]]:
+    """Start a configuration's jobs at once (job j with its thread count as OMP_NUM_THREADS and the
+    wait policy) and return, per job, its own wall-clock seconds and its output. Each job is waited
+    for in its own thread, so a job that ends first is not timed until the other ends too."""
+    per_job = threads if isinstance(threads, tuple) else (threads,) * jobs
+    before = os.getloadavg()[0]
+
+    def one(j: int) -> tuple[float, str]:
+        env = {**base_env, "OMP_NUM_THREADS": str(per_job[j])}
+        env.pop("OMP_WAIT_POLICY", None)
+        if policy:
+            env["OMP_WAIT_POLICY"] = policy
+        t0 = time.perf_counter()
+        done = subprocess.run(command(j, per_job[j]), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+        seconds = time.perf_counter() - t0
+        if done.returncode:
+            raise RuntimeError(f"{name}, job {j + 1}: {done.stdout[-2000:]}")
+        return seconds, done.stdout
+
+    with ThreadPoolExecutor(max_workers=len(per_job)) as pool:
+        results = list(pool.map(one, range(len(per_job))))
+    print(f"  (load average 1 min: {before:.1f} before, {os.getloadavg()[0]:.1f} after)", flush=True)
+    return results
+
+
+def chosen_configs(args: argparse.Namespace) -> list[tuple[str, int, int | tuple[int, ...], str | None]]:
+    return [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
@@ -60,25 +93,14 @@ def main() -> None:
     if args.job == "eval":
         return eval_pairs(args)
     print(f"cpus={os.cpu_count()} profile={args.profile} artist={args.artist} n={args.iterations}")
-    chosen = [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
-    for name, jobs, threads, policy in chosen:
-        per_job = threads if isinstance(threads, tuple) else (threads,) * jobs
-        procs = []
-        before = os.getloadavg()[0]
-        for t in per_job:
-            env = {**os.environ, "OMP_NUM_THREADS": str(t)}
-            env.pop("OMP_WAIT_POLICY", None)
-            if policy:
-                env["OMP_WAIT_POLICY"] = policy
-            cmd = [sys.executable, str(REPO / "benchmarks" / "cyclegan_iter.py"), "--profile", args.profile,
-                   "--artist", args.artist, "-n", str(args.iterations), "--warmup", "3"]
-            cmd += ["--threads", str(t)]
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        outs = [p.communicate()[0] for p in procs]
-        after = os.getloadavg()[0]
-        ms = [_median_ms(o) for o in outs]
-        print(f"{name:<32} median ms per iteration: {', '.join(f'{m:.0f}' for m in ms):<14} "
-              f"load average 1 min: {before:.1f} before, {after:.1f} after", flush=True)
+
+    def command(j: int, threads: int) -> list[str]:
+        return [sys.executable, str(REPO / "benchmarks" / "cyclegan_iter.py"), "--profile", args.profile,
+                "--artist", args.artist, "-n", str(args.iterations), "--warmup", "3", "--threads", str(threads)]
+
+    for name, jobs, threads, policy in chosen_configs(args):
+        ms = [_median_ms(out) for _, out in run_together(name, threads, jobs, policy, command, dict(os.environ))]
+        print(f"{name:<32} median ms per iteration: {', '.join(f'{m:.0f}' for m in ms)}", flush=True)
 
 
 def eval_pairs(args: argparse.Namespace) -> None:
@@ -94,32 +116,16 @@ def eval_pairs(args: argparse.Namespace) -> None:
             folders.append(folder)
         base = {**os.environ, "ARTSHIFT_HOME": str(Path(tmp) / "home"), "ARTSHIFT_DATA": str(args.data_root)}
         base.pop("OMP_NUM_THREADS", None)
-        base.pop("OMP_WAIT_POLICY", None)
 
-        def cmd(j: int) -> list[str]:
+        def command(j: int, threads: int = 0) -> list[str]:
             return [str(bench), "eval", "--images", str(folders[j]), "--artist", "monet", "--name", f"job{j + 1}", "-q"]
 
         for j in range(2):  # warm-up: the photo statistics and the weights' hashes go into the cache
-            subprocess.run(cmd(j), env=base, check=True, capture_output=True)
+            subprocess.run(command(j), env=base, check=True, capture_output=True)
         print(f"cpus={os.cpu_count()} job=bench eval of {args.images} photos each")
-        chosen = [CONFIGS[int(i) - 1] for i in args.only.split(",")] if args.only else CONFIGS
-        for name, jobs, threads, policy in chosen:
-            per_job = threads if isinstance(threads, tuple) else (threads,) * jobs
-            before = os.getloadavg()[0]
-            procs, started = [], []
-            for j, t in enumerate(per_job):
-                env = {**base, "OMP_NUM_THREADS": str(t), **({"OMP_WAIT_POLICY": policy} if policy else {})}
-                started.append(time.perf_counter())
-                procs.append(subprocess.Popen(cmd(j), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                              text=True))
-            seconds = []
-            for p, t0 in zip(procs, started, strict=True):
-                _, err = p.communicate()
-                if p.returncode:
-                    raise RuntimeError(err[-2000:])
-                seconds.append(time.perf_counter() - t0)
-            print(f"{name:<32} seconds per eval: {', '.join(f'{s:.1f}' for s in seconds):<14} "
-                  f"load average 1 min: {before:.1f} before, {os.getloadavg()[0]:.1f} after", flush=True)
+        for name, jobs, threads, policy in chosen_configs(args):
+            seconds = [s for s, _ in run_together(name, threads, jobs, policy, command, base)]
+            print(f"{name:<32} seconds per eval: {', '.join(f'{s:.1f}' for s in seconds)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ PROFILES = {
 # downstream, translate, ci, ...) unless OMP_NUM_THREADS does (``benchmark.cli.main``). The count
 # changes the order of float sums and so the numbers (docs/benchmarks.md: FID-2048 389.39 at 1
 # thread, 389.51 at 2, for one ci spec), while no run id names it: one fixed count makes `bench
-# run` and `bench sweep` (1 thread per cell) agree, makes `bench eval --run` reproduce the run's
-# own rows, and lets two jobs share 2 cores at 64-68% of a solo job's speed each (two
-# oversubscribed 2-thread jobs: 24-26%).
+# run` and `bench sweep` (1 thread per cell) agree, runs a re-measurement (`bench eval --run`) at
+# the count a default run measured itself with, and lets two jobs share 2 cores at 63-68% of a
+# solo job's speed each (two oversubscribed 2-thread training jobs: 24-26%; docs/benchmarks.md).
 CPU_THREADS = 1
 
 

@@ -340,12 +340,11 @@ class Store:
     def delete_runs_under(self, prefix: str) -> list[str]:
         """Drop every run row whose id starts with ``prefix`` (exactly: no LIKE wildcards), with its
         metric rows; returns their ids."""
+        under = "substr(run_id, 1, ?) = ?"
         with self._connect() as con:
-            ids = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ?",
-                                             (len(prefix), prefix))]
-            for run_id in ids:
-                con.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
-                con.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            ids = [r[0] for r in con.execute(f"SELECT run_id FROM runs WHERE {under}", (len(prefix), prefix))]
+            con.execute(f"DELETE FROM metrics WHERE {under}", (len(prefix), prefix))
+            con.execute(f"DELETE FROM runs WHERE {under}", (len(prefix), prefix))
         return ids
 
     def add_metrics(self, run_id: str, rows: list[MetricRow]) -> None:

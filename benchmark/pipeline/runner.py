@@ -308,8 +308,6 @@ def _resolve_run(method: str, artist: str, profile: str, seed: int, overrides: d
     return cls, config, domain, spec, root
 
 
-
-
 def execute(method: str, artist: str, *, profile: str = "smoke", seed: int = 0,
             overrides: dict[str, str] | None = None, data_root: Path | None = None, home: Path | None = None,
             force: bool = False, weights: str | None = None, deterministic: bool = False,
